@@ -1,0 +1,520 @@
+//! The encrypted index: three age files laid out in 64 KiB pages so that
+//! every page is exactly one age chunk and a lookup decrypts a constant
+//! number of chunks whatever the vault's size.
+//!
+//! * `keys.age`    — blind index: sorted (16-byte keyed BLAKE3, ordinal)
+//!   entries, then directory pages of each entry page's first key.
+//! * `records.age` — one 64-byte slot per record, in ordinal order.
+//! * `tree.age`    — Merkle tree tiles (see [`crate::merkle`]).
+//!
+//! Every file starts with one header page; all files are padded to whole
+//! pages. Byte layouts are in docs/FORMAT.md.
+
+use std::io::Write;
+
+use crate::crypt::{read_at, SeekableReader};
+use crate::error::{Error, Result};
+use crate::merkle::{self, Hash, TILE};
+
+pub const PAGE: usize = 65536;
+pub const KEY_LEN: usize = 16;
+pub const ENTRY_LEN: usize = KEY_LEN + 8;
+pub const ENTRIES_PER_PAGE: usize = PAGE / ENTRY_LEN; // 2730
+pub const DIR_KEYS_PER_PAGE: usize = PAGE / KEY_LEN; // 4096
+pub const RECORD_SLOT: usize = 64;
+pub const SLOTS_PER_PAGE: usize = PAGE / RECORD_SLOT; // 1024
+
+pub const KEYS_MAGIC: &[u8; 8] = b"KKRI-KEY";
+pub const RECORDS_MAGIC: &[u8; 8] = b"KKRI-REC";
+pub const TREE_MAGIC: &[u8; 8] = b"KKRI-TRE";
+pub const INDEX_VERSION: u32 = 1;
+
+pub type BlindKey = [u8; KEY_LEN];
+
+/// One blind-index entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Entry {
+    pub key: BlindKey,
+    pub ordinal: u64,
+}
+
+impl Entry {
+    pub fn encode(&self, out: &mut [u8]) {
+        out[..KEY_LEN].copy_from_slice(&self.key);
+        out[KEY_LEN..ENTRY_LEN].copy_from_slice(&self.ordinal.to_le_bytes());
+    }
+    pub fn decode(b: &[u8]) -> Self {
+        let mut key = [0u8; KEY_LEN];
+        key.copy_from_slice(&b[..KEY_LEN]);
+        Entry {
+            key,
+            ordinal: u64::from_le_bytes(b[KEY_LEN..ENTRY_LEN].try_into().unwrap()),
+        }
+    }
+}
+
+/// Where a record lives and what it hashes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordLoc {
+    pub shard: u32,
+    /// Offset of the record's zstd frame in the shard's plaintext.
+    pub frame_offset: u64,
+    /// Compressed length of the frame.
+    pub frame_len: u32,
+    /// Decompressed length (the record's tar bytes); bounds decompression.
+    pub plain_len: u32,
+    pub record_hash: Hash,
+}
+
+impl RecordLoc {
+    pub fn encode(&self) -> [u8; RECORD_SLOT] {
+        let mut b = [0u8; RECORD_SLOT];
+        b[0..4].copy_from_slice(&self.shard.to_le_bytes());
+        b[8..16].copy_from_slice(&self.frame_offset.to_le_bytes());
+        b[16..20].copy_from_slice(&self.frame_len.to_le_bytes());
+        b[20..24].copy_from_slice(&self.plain_len.to_le_bytes());
+        b[24..56].copy_from_slice(&self.record_hash);
+        b
+    }
+    pub fn decode(b: &[u8]) -> Self {
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
+        let mut record_hash = [0u8; 32];
+        record_hash.copy_from_slice(&b[24..56]);
+        RecordLoc {
+            shard: u32_at(0),
+            frame_offset: u64::from_le_bytes(b[8..16].try_into().unwrap()),
+            frame_len: u32_at(16),
+            plain_len: u32_at(20),
+            record_hash,
+        }
+    }
+}
+
+/// The header page: magic, version, a layout parameter. Counts are not
+/// here: they come from the signed manifest, so files can be streamed.
+fn header(magic: &[u8; 8], param: u32) -> Vec<u8> {
+    let mut h = vec![0u8; PAGE];
+    h[0..8].copy_from_slice(magic);
+    h[8..12].copy_from_slice(&INDEX_VERSION.to_le_bytes());
+    h[12..16].copy_from_slice(&param.to_le_bytes());
+    h
+}
+
+/// Checks a header page; returns the layout parameter.
+fn check_header(page: &[u8], magic: &[u8; 8], name: &str) -> Result<u32> {
+    if &page[0..8] != magic {
+        return Err(Error::integrity(format!(
+            "{name}: wrong magic (not this kind of index file)"
+        )));
+    }
+    let v = u32::from_le_bytes(page[8..12].try_into().unwrap());
+    if v != INDEX_VERSION {
+        return Err(Error::integrity(format!(
+            "{name}: unsupported index version {v}"
+        )));
+    }
+    Ok(u32::from_le_bytes(page[12..16].try_into().unwrap()))
+}
+
+fn pad_to_page<W: Write>(w: &mut W, written: usize) -> std::io::Result<()> {
+    let rem = written % PAGE;
+    if rem != 0 {
+        w.write_all(&vec![0u8; PAGE - rem])?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- keys.age
+
+/// Page counts of keys.age for `entries` entries: (entry pages, directory
+/// pages per level bottom-up).
+pub fn keys_layout(entries: u64) -> (u64, Vec<u64>) {
+    let p0 = entries.div_ceil(ENTRIES_PER_PAGE as u64);
+    let mut levels = Vec::new();
+    let mut keys = p0;
+    while keys > 1 {
+        let pages = keys.div_ceil(DIR_KEYS_PER_PAGE as u64);
+        levels.push(pages);
+        keys = pages;
+    }
+    (p0, levels)
+}
+
+/// Writes keys.age from entries sorted by (key, ordinal).
+pub fn write_keys<W: Write>(w: &mut W, sorted: &[Entry]) -> std::io::Result<()> {
+    debug_assert!(sorted.windows(2).all(|p| p[0] <= p[1]));
+    w.write_all(&header(KEYS_MAGIC, ENTRY_LEN as u32))?;
+    let mut page = vec![0u8; PAGE];
+    let mut firsts: Vec<BlindKey> = Vec::new();
+    for chunk in sorted.chunks(ENTRIES_PER_PAGE) {
+        page.fill(0);
+        for (i, e) in chunk.iter().enumerate() {
+            e.encode(&mut page[i * ENTRY_LEN..]);
+        }
+        firsts.push(chunk[0].key);
+        w.write_all(&page)?;
+    }
+    while firsts.len() > 1 {
+        let mut next = Vec::new();
+        for chunk in firsts.chunks(DIR_KEYS_PER_PAGE) {
+            page.fill(0);
+            for (i, k) in chunk.iter().enumerate() {
+                page[i * KEY_LEN..(i + 1) * KEY_LEN].copy_from_slice(k);
+            }
+            next.push(chunk[0]);
+            w.write_all(&page)?;
+        }
+        firsts = next;
+    }
+    Ok(())
+}
+
+/// Reads the blind index.
+pub struct KeysReader {
+    r: SeekableReader,
+    entries: u64,
+    entry_pages: u64,
+    dir_levels: Vec<u64>,
+}
+
+const KEYS_NAME: &str = "index/keys.age";
+
+impl KeysReader {
+    pub fn open(mut r: SeekableReader, entries: u64) -> Result<Self> {
+        let mut page = vec![0u8; 64];
+        read_at(&mut r, KEYS_NAME, 0, &mut page)?;
+        if check_header(&page, KEYS_MAGIC, KEYS_NAME)? != ENTRY_LEN as u32 {
+            return Err(Error::integrity(format!(
+                "{KEYS_NAME}: unexpected entry size"
+            )));
+        }
+        let (entry_pages, dir_levels) = keys_layout(entries);
+        Ok(KeysReader {
+            r,
+            entries,
+            entry_pages,
+            dir_levels,
+        })
+    }
+
+    fn read_page(&mut self, page_no: u64, buf: &mut [u8]) -> Result<()> {
+        read_at(&mut self.r, KEYS_NAME, page_no * PAGE as u64, buf)
+    }
+
+    /// All ordinals whose entry key equals `key`, ascending.
+    pub fn find(&mut self, key: &BlindKey) -> Result<Vec<u64>> {
+        let mut out = Vec::new();
+        if self.entries == 0 {
+            return Ok(out);
+        }
+        let mut page = vec![0u8; PAGE];
+        // Start of each directory level (top level last), after the header
+        // page and the entry pages.
+        let mut starts = Vec::new();
+        let mut at = 1 + self.entry_pages;
+        for &pages in &self.dir_levels {
+            starts.push(at);
+            at += pages;
+        }
+        // Keys in each directory level = pages of the level below.
+        let mut idx = 0u64; // page index within the current level
+        for lvl in (0..self.dir_levels.len()).rev() {
+            let keys_in_level = if lvl == 0 {
+                self.entry_pages
+            } else {
+                self.dir_levels[lvl - 1]
+            };
+            self.read_page(starts[lvl] + idx, &mut page)?;
+            let first = idx * DIR_KEYS_PER_PAGE as u64;
+            let n = (keys_in_level - first).min(DIR_KEYS_PER_PAGE as u64) as usize;
+            let less = (0..n)
+                .take_while(|&i| page[i * KEY_LEN..(i + 1) * KEY_LEN] < key[..])
+                .count();
+            idx = first + less.saturating_sub(1) as u64;
+        }
+        // Scan entry pages from `idx` while keys <= target.
+        let mut p = idx;
+        loop {
+            if p >= self.entry_pages {
+                break;
+            }
+            self.read_page(1 + p, &mut page)?;
+            let first = p * ENTRIES_PER_PAGE as u64;
+            let n = (self.entries - first).min(ENTRIES_PER_PAGE as u64) as usize;
+            let start = (0..n)
+                .position(|i| page[i * ENTRY_LEN..i * ENTRY_LEN + KEY_LEN] >= key[..])
+                .unwrap_or(n);
+            let mut i = start;
+            while i < n {
+                let e = Entry::decode(&page[i * ENTRY_LEN..]);
+                if e.key != *key {
+                    return Ok(out);
+                }
+                out.push(e.ordinal);
+                i += 1;
+            }
+            p += 1;
+        }
+        Ok(out)
+    }
+
+    /// Streams every entry in file order (for deep verify).
+    pub fn for_each(&mut self, mut f: impl FnMut(Entry) -> Result<()>) -> Result<()> {
+        let mut page = vec![0u8; PAGE];
+        for p in 0..self.entry_pages {
+            self.read_page(1 + p, &mut page)?;
+            let first = p * ENTRIES_PER_PAGE as u64;
+            let n = (self.entries - first).min(ENTRIES_PER_PAGE as u64) as usize;
+            for i in 0..n {
+                f(Entry::decode(&page[i * ENTRY_LEN..]))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+// ------------------------------------------------------------- records.age
+
+/// Streams record slots in ordinal order.
+pub struct RecordsWriter<W: Write> {
+    w: W,
+    count: u64,
+}
+
+impl<W: Write> RecordsWriter<W> {
+    pub fn new(mut w: W) -> std::io::Result<Self> {
+        w.write_all(&header(RECORDS_MAGIC, RECORD_SLOT as u32))?;
+        Ok(RecordsWriter { w, count: 0 })
+    }
+    pub fn push(&mut self, loc: &RecordLoc) -> std::io::Result<()> {
+        self.w.write_all(&loc.encode())?;
+        self.count += 1;
+        Ok(())
+    }
+    pub fn finish(mut self) -> std::io::Result<W> {
+        pad_to_page(&mut self.w, self.count as usize * RECORD_SLOT)?;
+        Ok(self.w)
+    }
+}
+
+pub struct RecordsReader {
+    r: SeekableReader,
+    count: u64,
+}
+
+const RECORDS_NAME: &str = "index/records.age";
+
+impl RecordsReader {
+    pub fn open(mut r: SeekableReader, count: u64) -> Result<Self> {
+        let mut page = vec![0u8; 64];
+        read_at(&mut r, RECORDS_NAME, 0, &mut page)?;
+        if check_header(&page, RECORDS_MAGIC, RECORDS_NAME)? != RECORD_SLOT as u32 {
+            return Err(Error::integrity(format!(
+                "{RECORDS_NAME}: unexpected slot size"
+            )));
+        }
+        Ok(RecordsReader { r, count })
+    }
+    pub fn get(&mut self, ordinal: u64) -> Result<RecordLoc> {
+        if ordinal >= self.count {
+            return Err(Error::integrity(format!(
+                "{RECORDS_NAME}: ordinal {ordinal} out of range"
+            )));
+        }
+        let mut b = [0u8; RECORD_SLOT];
+        read_at(
+            &mut self.r,
+            RECORDS_NAME,
+            PAGE as u64 + ordinal * RECORD_SLOT as u64,
+            &mut b,
+        )?;
+        Ok(RecordLoc::decode(&b))
+    }
+}
+
+// ---------------------------------------------------------------- tree.age
+
+/// Byte offset of each tile level in tree.age (after the header page).
+fn tree_level_offsets(levels: &[u64]) -> Vec<u64> {
+    let mut at = PAGE as u64;
+    levels
+        .iter()
+        .map(|&n| {
+            let o = at;
+            at += (n * 32).div_ceil(PAGE as u64) * PAGE as u64;
+            o
+        })
+        .collect()
+}
+
+/// Streams leaf hashes into tree.age level 0 and keeps only the block
+/// roots (1/2048 of the leaves) in memory for the levels above.
+pub struct TreeWriter<W: Write> {
+    w: W,
+    block: Vec<Hash>,
+    upper: Vec<Hash>,
+    root: merkle::RootBuilder,
+}
+
+impl<W: Write> TreeWriter<W> {
+    pub fn new(mut w: W) -> std::io::Result<Self> {
+        w.write_all(&header(TREE_MAGIC, TILE as u32))?;
+        Ok(TreeWriter {
+            w,
+            block: Vec::with_capacity(TILE),
+            upper: Vec::new(),
+            root: merkle::RootBuilder::new(),
+        })
+    }
+    /// Adds the next record hash (in ordinal order).
+    pub fn push(&mut self, record_hash: &Hash) -> std::io::Result<()> {
+        let leaf = merkle::leaf_hash(record_hash);
+        self.w.write_all(&leaf)?;
+        self.root.push(leaf);
+        self.block.push(leaf);
+        if self.block.len() == TILE {
+            self.upper.push(merkle::root_of(&self.block));
+            self.block.clear();
+        }
+        Ok(())
+    }
+    /// Writes the upper levels; returns the writer and the tree root.
+    pub fn finish(mut self) -> Result<(W, Hash)> {
+        let total = self.root.count();
+        let io = |e| Error::io_ctx("cannot write index/tree.age", e);
+        if !self.block.is_empty() {
+            self.upper.push(merkle::root_of(&self.block));
+        }
+        pad_to_page(&mut self.w, (total as usize * 32) % PAGE).map_err(io)?;
+        let mut level = std::mem::take(&mut self.upper);
+        if total > 1 {
+            loop {
+                for h in &level {
+                    self.w.write_all(h).map_err(io)?;
+                }
+                pad_to_page(&mut self.w, level.len() * 32).map_err(io)?;
+                if level.len() == 1 {
+                    break;
+                }
+                level = level.chunks(TILE).map(merkle::root_of).collect();
+            }
+        }
+        let root = self.root.root();
+        if total > 1 && level[0] != root {
+            return Err(Error::internal(
+                "tree: tiled root differs from streaming root",
+            ));
+        }
+        Ok((self.w, root))
+    }
+}
+
+pub struct TreeReader {
+    r: SeekableReader,
+    size: u64,
+    levels: Vec<u64>,
+    offsets: Vec<u64>,
+}
+
+const TREE_NAME: &str = "index/tree.age";
+
+impl TreeReader {
+    pub fn open(mut r: SeekableReader, size: u64) -> Result<Self> {
+        let mut h = vec![0u8; 64];
+        read_at(&mut r, TREE_NAME, 0, &mut h)?;
+        if check_header(&h, TREE_MAGIC, TREE_NAME)? != TILE as u32 {
+            return Err(Error::integrity(format!(
+                "{TREE_NAME}: unexpected tile size"
+            )));
+        }
+        let levels = merkle::tile_levels(size, TILE as u64);
+        let offsets = tree_level_offsets(&levels);
+        Ok(TreeReader {
+            r,
+            size,
+            levels,
+            offsets,
+        })
+    }
+
+    fn read_block(&mut self, level: usize, block: u64) -> Result<Vec<Hash>> {
+        let n = self.levels[level];
+        let start = block * TILE as u64;
+        let end = (start + TILE as u64).min(n);
+        let mut buf = vec![0u8; ((end - start) * 32) as usize];
+        read_at(
+            &mut self.r,
+            TREE_NAME,
+            self.offsets[level] + start * 32,
+            &mut buf,
+        )?;
+        Ok(buf
+            .chunks_exact(32)
+            .map(|c| c.try_into().unwrap())
+            .collect())
+    }
+
+    /// The stored leaf hash of `ordinal` and its RFC 6962 audit path.
+    pub fn proof(&mut self, ordinal: u64) -> Result<(Hash, Vec<Hash>)> {
+        if ordinal >= self.size {
+            return Err(Error::integrity(format!(
+                "{TREE_NAME}: leaf {ordinal} out of range"
+            )));
+        }
+        let mut path = Vec::new();
+        let mut idx = ordinal;
+        let mut leaf = None;
+        for level in 0..self.levels.len() - 1 {
+            let block = idx / TILE as u64;
+            let hashes = self.read_block(level, block)?;
+            let i = (idx - block * TILE as u64) as usize;
+            if level == 0 {
+                leaf = Some(hashes[i]);
+            }
+            path.extend(merkle::path_in(i, &hashes));
+            idx = block;
+        }
+        if self.levels.len() == 1 {
+            leaf = Some(self.read_block(0, 0)?[0]);
+        }
+        Ok((leaf.expect("at least one level"), path))
+    }
+
+    /// Streams level 0 (every leaf hash, in order) for deep verify.
+    pub fn for_each_leaf(&mut self, mut f: impl FnMut(u64, Hash) -> Result<()>) -> Result<()> {
+        let blocks = self.size.div_ceil(TILE as u64);
+        for b in 0..blocks {
+            for (i, h) in self.read_block(0, b)?.into_iter().enumerate() {
+                f(b * TILE as u64 + i as u64, h)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_layout_counts() {
+        assert_eq!(keys_layout(0), (0, vec![]));
+        assert_eq!(keys_layout(1), (1, vec![]));
+        assert_eq!(keys_layout(2731), (2, vec![1]));
+        let (p0, d) = keys_layout(4 * 1_711_756);
+        assert_eq!(p0, 2509);
+        assert_eq!(d, vec![1]);
+    }
+
+    #[test]
+    fn record_slot_round_trip() {
+        let l = RecordLoc {
+            shard: 7,
+            frame_offset: 1 << 40,
+            frame_len: 123,
+            plain_len: 456,
+            record_hash: [9; 32],
+        };
+        assert_eq!(RecordLoc::decode(&l.encode()), l);
+    }
+}

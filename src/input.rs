@@ -1,0 +1,346 @@
+//! The input set as incident response hands it over: a directory with
+//! `records.jsonl` and the files it names, or (without `records.jsonl`) a
+//! directory whose every regular file is a record.
+//!
+//! Errors name the line (or the entry number in directory mode) and the
+//! problem, never a value from the line: record ids, names and file names
+//! of leaked images are personal data.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Component, Path, PathBuf};
+
+use serde_json::value::RawValue;
+
+use crate::error::{Error, Result};
+use crate::record::{normalize_document_number, normalize_member_id, scalar_text, Fields};
+
+pub const RECORDS_JSONL: &str = "records.jsonl";
+/// Longest accepted records.jsonl line.
+pub const MAX_LINE: u64 = 1 << 20;
+
+/// One record to seal, before its image is read.
+#[derive(Debug, Clone)]
+pub struct InputRecord {
+    pub ordinal: u64,
+    /// Where it came from, for messages: "records.jsonl line 12" or "input file #12".
+    pub place: String,
+    pub record_id: String,
+    pub image_rel: String,
+    pub image_abs: PathBuf,
+    pub image_size: u64,
+    /// The records.jsonl line verbatim (a synthesized object in directory mode).
+    pub source: Box<RawValue>,
+    pub fields: Fields,
+}
+
+enum Mode {
+    Jsonl {
+        reader: BufReader<fs::File>,
+        line_no: u64,
+    },
+    Dir {
+        walker: walkdir::IntoIter,
+        entry_no: u64,
+    },
+}
+
+/// Streams the input's records in order, validating each.
+pub struct InputReader {
+    root: PathBuf,
+    mode: Mode,
+    ordinal: u64,
+    seen: HashMap<u128, String>,
+    last_parent: Option<PathBuf>,
+}
+
+impl InputReader {
+    pub fn open(dir: &Path) -> Result<Self> {
+        let md = fs::metadata(dir).map_err(|e| Error::io(dir, "cannot read input", e))?;
+        if !md.is_dir() {
+            return Err(Error::input(format!(
+                "{}: input must be a directory",
+                dir.display()
+            )));
+        }
+        let root = dir
+            .canonicalize()
+            .map_err(|e| Error::io(dir, "cannot resolve input", e))?;
+        let jl = root.join(RECORDS_JSONL);
+        let mode = match fs::symlink_metadata(&jl) {
+            Ok(m) if m.is_file() => Mode::Jsonl {
+                reader: BufReader::with_capacity(
+                    1 << 16,
+                    fs::File::open(&jl).map_err(|e| Error::io(&jl, "cannot open", e))?,
+                ),
+                line_no: 0,
+            },
+            Ok(_) => {
+                return Err(Error::input(format!(
+                    "{}: not a regular file",
+                    jl.display()
+                )))
+            }
+            Err(_) => Mode::Dir {
+                walker: walkdir::WalkDir::new(&root)
+                    .follow_links(false)
+                    .sort_by(|a, b| {
+                        a.file_name()
+                            .as_encoded_bytes()
+                            .cmp(b.file_name().as_encoded_bytes())
+                    })
+                    .into_iter(),
+                entry_no: 0,
+            },
+        };
+        Ok(InputReader {
+            root,
+            mode,
+            ordinal: 0,
+            seen: HashMap::new(),
+            last_parent: None,
+        })
+    }
+
+    pub fn is_jsonl(&self) -> bool {
+        matches!(self.mode, Mode::Jsonl { .. })
+    }
+
+    /// Next record, `Ok(None)` at the end.
+    pub fn next_record(&mut self) -> Result<Option<InputRecord>> {
+        let rec = match &mut self.mode {
+            Mode::Jsonl { reader, line_no } => loop {
+                let mut buf = Vec::new();
+                *line_no += 1;
+                let n = reader
+                    .by_ref()
+                    .take(MAX_LINE + 1)
+                    .read_until(b'\n', &mut buf)
+                    .map_err(|e| Error::io_ctx(format!("{RECORDS_JSONL} line {line_no}"), e))?;
+                if n == 0 {
+                    return Ok(None);
+                }
+                if buf.len() as u64 > MAX_LINE {
+                    return Err(Error::input(format!(
+                        "{RECORDS_JSONL} line {line_no}: longer than {MAX_LINE} bytes"
+                    )));
+                }
+                if buf.iter().all(|b| b.is_ascii_whitespace()) {
+                    continue;
+                }
+                let place = format!("{RECORDS_JSONL} line {line_no}");
+                break parse_line(&buf, place)?;
+            },
+            Mode::Dir { walker, entry_no } => loop {
+                let Some(ent) = walker.next() else {
+                    return Ok(None);
+                };
+                let ent = ent.map_err(|e| {
+                    Error::input(format!(
+                        "input directory: cannot walk ({})",
+                        e.io_error()
+                            .map(crate::error::io_reason)
+                            .unwrap_or_else(|| "loop".into())
+                    ))
+                })?;
+                if ent.depth() == 0 {
+                    continue;
+                }
+                let ft = ent.file_type();
+                if ft.is_dir() {
+                    continue;
+                }
+                *entry_no += 1;
+                let place = format!(
+                    "input file #{entry_no} (in byte order of paths; `cd INPUT && find . -type f -o -type l | LC_ALL=C sort | sed -n {entry_no}p` names it)"
+                );
+                if ft.is_symlink() {
+                    return Err(Error::input(format!(
+                        "{place}: is a symbolic link; symlinks are refused"
+                    )));
+                }
+                if !ft.is_file() {
+                    return Err(Error::input(format!(
+                        "{place}: not a regular file (device, FIFO or socket)"
+                    )));
+                }
+                let rel = ent
+                    .path()
+                    .strip_prefix(&self.root)
+                    .map_err(|_| Error::internal("walk left the input directory"))?;
+                let rel = rel
+                    .to_str()
+                    .ok_or_else(|| Error::input(format!("{place}: file name is not valid UTF-8")))?
+                    .to_string();
+                let obj = serde_json::json!({ "record_id": rel, "image": rel });
+                let raw = RawValue::from_string(obj.to_string()).expect("valid json");
+                break Parsed {
+                    record_id: rel.clone(),
+                    image_rel: rel,
+                    source: raw,
+                    fields: Fields::default(),
+                    place,
+                };
+            },
+        };
+        let key = u128::from_le_bytes(
+            blake3::hash(rec.record_id.as_bytes()).as_bytes()[..16]
+                .try_into()
+                .unwrap(),
+        );
+        if let Some(prev) = self.seen.get(&key) {
+            return Err(Error::input(format!(
+                "{}: duplicate record_id (first used at {prev})",
+                rec.place
+            )));
+        }
+        self.seen.insert(key, short_place(&rec.place));
+        let (image_abs, image_size) = self.check_image(&rec.image_rel, &rec.place)?;
+        let ordinal = self.ordinal;
+        self.ordinal += 1;
+        Ok(Some(InputRecord {
+            ordinal,
+            place: rec.place,
+            record_id: rec.record_id,
+            image_rel: rec.image_rel,
+            image_abs,
+            image_size,
+            source: rec.source,
+            fields: rec.fields,
+        }))
+    }
+
+    /// The image path must stay inside the input directory, contain no
+    /// symlink, and name a regular file.
+    fn check_image(&mut self, rel: &str, place: &str) -> Result<(PathBuf, u64)> {
+        let p = Path::new(rel);
+        if rel.is_empty() {
+            return Err(Error::input(format!("{place}: \"image\" is empty")));
+        }
+        if rel.contains('\0') {
+            return Err(Error::input(format!(
+                "{place}: \"image\" contains a NUL byte"
+            )));
+        }
+        for c in p.components() {
+            match c {
+                Component::Normal(_) | Component::CurDir => {}
+                Component::ParentDir => {
+                    return Err(Error::input(format!("{place}: \"image\" contains `..`; paths must stay inside the input directory")))
+                }
+                Component::RootDir | Component::Prefix(_) => {
+                    return Err(Error::input(format!("{place}: \"image\" is an absolute path; it must be relative to the input directory")))
+                }
+            }
+        }
+        let full = self.root.join(p);
+        let md = fs::symlink_metadata(&full).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::input(format!("{place}: image file not found"))
+            } else {
+                Error::input(format!(
+                    "{place}: image file cannot be read ({})",
+                    crate::error::io_reason(&e)
+                ))
+            }
+        })?;
+        if md.file_type().is_symlink() {
+            return Err(Error::input(format!(
+                "{place}: image is a symbolic link; symlinks are refused"
+            )));
+        }
+        if !md.is_file() {
+            return Err(Error::input(format!(
+                "{place}: image is not a regular file (directory, device, FIFO or socket)"
+            )));
+        }
+        let parent = full.parent().map(Path::to_path_buf);
+        if parent != self.last_parent {
+            let canon = parent
+                .as_deref()
+                .map(fs::canonicalize)
+                .transpose()
+                .map_err(|e| {
+                    Error::input(format!(
+                        "{place}: image directory cannot be resolved ({})",
+                        crate::error::io_reason(&e)
+                    ))
+                })?;
+            if canon != parent {
+                return Err(Error::input(format!(
+                    "{place}: image path goes through a symbolic link; symlinks are refused"
+                )));
+            }
+            self.last_parent = parent;
+        }
+        Ok((full, md.len()))
+    }
+}
+
+fn short_place(place: &str) -> String {
+    place.split(" (").next().unwrap_or(place).to_string()
+}
+
+struct Parsed {
+    record_id: String,
+    image_rel: String,
+    source: Box<RawValue>,
+    fields: Fields,
+    place: String,
+}
+
+fn parse_line(buf: &[u8], place: String) -> Result<Parsed> {
+    let text = std::str::from_utf8(buf).map_err(|e| {
+        Error::input(format!(
+            "{place}: not valid UTF-8 (byte {})",
+            e.valid_up_to() + 1
+        ))
+    })?;
+    let text = text.trim_end_matches(['\n', '\r']);
+    let v: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| Error::input(format!("{place}: not valid JSON (column {})", e.column())))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| Error::input(format!("{place}: not a JSON object")))?;
+    let field = |k: &str| {
+        scalar_text(obj.get(k)).map_err(|why| Error::input(format!("{place}: \"{k}\" {why}")))
+    };
+    let record_id = field("record_id")?
+        .ok_or_else(|| Error::input(format!("{place}: \"record_id\" is missing")))?;
+    if record_id.is_empty() {
+        return Err(Error::input(format!("{place}: \"record_id\" is empty")));
+    }
+    let image = match obj.get("image") {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(_) => return Err(Error::input(format!("{place}: \"image\" must be a string"))),
+        None => return Err(Error::input(format!("{place}: \"image\" is missing"))),
+    };
+    let doc_type = match obj.get("doc_type") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        Some(_) => {
+            return Err(Error::input(format!(
+                "{place}: \"doc_type\" must be a string"
+            )))
+        }
+    };
+    let fields = Fields {
+        member_id: field("member_id")?
+            .map(|s| normalize_member_id(&s))
+            .filter(|s| !s.is_empty()),
+        document_number: field("document_number")?
+            .map(|s| normalize_document_number(&s))
+            .filter(|s| !s.is_empty()),
+        doc_type,
+    };
+    let source = RawValue::from_string(text.to_string())
+        .map_err(|e| Error::input(format!("{place}: not valid JSON (column {})", e.column())))?;
+    Ok(Parsed {
+        record_id,
+        image_rel: image,
+        source,
+        fields,
+        place,
+    })
+}

@@ -1,0 +1,22 @@
+//! kakuri: seal a leaked data set into encrypted, content-hashed archives,
+//! answer verified lookups, and destroy it with a checkable certificate.
+
+pub mod crypt;
+pub mod custody;
+pub mod demo;
+pub mod error;
+pub mod export;
+pub mod index;
+pub mod input;
+pub mod keys;
+pub mod lookup;
+pub mod manifest;
+pub mod merkle;
+pub mod pack;
+pub mod receipt;
+pub mod record;
+pub mod shard;
+pub mod status;
+pub mod synth;
+pub mod vault;
+pub mod verify;

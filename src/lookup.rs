@@ -1,0 +1,240 @@
+//! `lookup`: find records by blind index and serve them verified.
+//!
+//! A lookup decrypts a constant number of 64 KiB age chunks: the index
+//! header and one page per directory level and entry page in keys.age, one
+//! slot of records.age, one tile block per tree level (three levels at
+//! 1.7 M records), and the chunks that hold the record's own zstd frame.
+//! Every record served is checked: its meta.json hashes to the record hash,
+//! the image hashes to the value in meta.json, and the record hash is
+//! proven to the signed Merkle root.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::crypt::{open_encrypted, SeekableReader, VaultKey};
+use crate::error::{Error, Result};
+use crate::index::{KeysReader, RecordLoc, RecordsReader, TreeReader, KEY_LEN};
+use crate::manifest::{self, Loaded};
+use crate::merkle::{self, Hash};
+use crate::record::{self, Field};
+use crate::shard;
+use crate::vault::{self, VaultDir};
+
+/// A vault opened with its key.
+pub struct Opened {
+    pub dir: VaultDir,
+    pub loaded: Loaded,
+    pub key: VaultKey,
+}
+
+impl Opened {
+    pub fn open(
+        path: &Path,
+        identity_files: &[PathBuf],
+        trusted: Option<&ssh_key::PublicKey>,
+    ) -> Result<Self> {
+        let dir = VaultDir::open(path)?;
+        let loaded = manifest::load(&dir, trusted)?;
+        let ids = crate::keys::load_identities(identity_files)?;
+        let key = crate::custody::unwrap_vault_key(&dir.root, &ids)?;
+        Ok(Opened { dir, loaded, key })
+    }
+
+    pub fn open_file(&self, rel: &str) -> Result<SeekableReader> {
+        open_encrypted(&self.dir.path(rel), rel, &self.key)
+    }
+}
+
+/// What to look for.
+#[derive(Clone, Debug)]
+pub enum Query {
+    RecordId(String),
+    MemberId(String),
+    DocumentNumber(String),
+    /// BLAKE3 of image bytes (from `--image FILE`).
+    ImageHash(Hash),
+}
+
+impl Query {
+    pub fn field(&self) -> Field {
+        match self {
+            Query::RecordId(_) => Field::RecordId,
+            Query::MemberId(_) => Field::MemberId,
+            Query::DocumentNumber(_) => Field::DocumentNumber,
+            Query::ImageHash(_) => Field::ImageHash,
+        }
+    }
+    /// The normalised bytes that were blinded for the index.
+    pub fn value(&self) -> Vec<u8> {
+        match self {
+            Query::RecordId(s) => s.as_bytes().to_vec(),
+            Query::MemberId(s) => record::normalize_member_id(s).into_bytes(),
+            Query::DocumentNumber(s) => record::normalize_document_number(s).into_bytes(),
+            Query::ImageHash(h) => h.to_vec(),
+        }
+    }
+    pub fn from_image_file(p: &Path) -> Result<Self> {
+        let mut h = blake3::Hasher::new();
+        h.update_reader(std::fs::File::open(p).map_err(|e| Error::io(p, "cannot read", e))?)
+            .map_err(|e| Error::io(p, "cannot read", e))?;
+        Ok(Query::ImageHash(*h.finalize().as_bytes()))
+    }
+}
+
+/// A record read back and verified against the signed root.
+pub struct Verified {
+    pub ordinal: u64,
+    pub shard: String,
+    pub record_hash: Hash,
+    pub meta: Vec<u8>,
+    pub image: Vec<u8>,
+    pub image_entry: String,
+    pub proof: Vec<Hash>,
+}
+
+#[derive(Serialize)]
+pub struct RecordReport {
+    pub record_id: String,
+    pub ordinal: u64,
+    pub shard: String,
+    pub record_hash: String,
+    pub image_size: u64,
+    pub image_blake3: String,
+    pub image_path: String,
+    pub source: serde_json::Value,
+    pub verified: bool,
+}
+
+impl Verified {
+    pub fn report(&self) -> Result<RecordReport> {
+        let m = record::parse_meta(&self.meta)?;
+        Ok(RecordReport {
+            record_id: m.record_id.clone(),
+            ordinal: self.ordinal,
+            shard: self.shard.clone(),
+            record_hash: hex::encode(self.record_hash),
+            image_size: m.image_size,
+            image_blake3: m.image_blake3.clone(),
+            image_path: m.image_path.clone(),
+            source: serde_json::from_str(m.source.get()).unwrap_or(serde_json::Value::Null),
+            verified: true,
+        })
+    }
+}
+
+/// Readers over an opened vault, kept open across queries.
+pub struct Lookup<'a> {
+    pub opened: &'a Opened,
+    keys: KeysReader,
+    records: RecordsReader,
+    tree: TreeReader,
+    shards: HashMap<u32, SeekableReader>,
+    root: Hash,
+}
+
+impl<'a> Lookup<'a> {
+    pub fn new(opened: &'a Opened) -> Result<Self> {
+        let m = &opened.loaded.manifest;
+        Ok(Lookup {
+            keys: KeysReader::open(opened.open_file(vault::KEYS_FILE)?, m.index.entries)?,
+            records: RecordsReader::open(opened.open_file(vault::RECORDS_FILE)?, m.records)?,
+            tree: TreeReader::open(opened.open_file(vault::TREE_FILE)?, m.records)?,
+            shards: HashMap::new(),
+            root: m.root()?,
+            opened,
+        })
+    }
+
+    /// Candidate ordinals from the blind index (may include collisions;
+    /// [`Lookup::matches`] rules them out after verification).
+    pub fn candidates(&mut self, q: &Query) -> Result<Vec<u64>> {
+        let h = self.opened.key.blind(q.field(), &q.value());
+        let mut k = [0u8; KEY_LEN];
+        k.copy_from_slice(&h[..KEY_LEN]);
+        self.keys.find(&k)
+    }
+
+    /// Verified records matching `q`.
+    pub fn find(&mut self, q: &Query) -> Result<Vec<Verified>> {
+        let mut out = Vec::new();
+        for ord in self.candidates(q)? {
+            let v = self.fetch(ord)?;
+            if matches(&v, q)? {
+                out.push(v);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn location(&mut self, ordinal: u64) -> Result<RecordLoc> {
+        self.records.get(ordinal)
+    }
+
+    /// Reads record `ordinal` and proves it to the signed root.
+    pub fn fetch(&mut self, ordinal: u64) -> Result<Verified> {
+        let m = &self.opened.loaded.manifest;
+        let loc = self.records.get(ordinal)?;
+        let sh = m
+            .shards
+            .get(loc.shard as usize)
+            .filter(|s| ordinal >= s.first_ordinal && ordinal < s.first_ordinal + s.records)
+            .ok_or_else(|| {
+                Error::integrity(format!(
+                    "{}: record {ordinal} points to a shard that does not hold it",
+                    vault::RECORDS_FILE
+                ))
+            })?;
+        let name = sh.file.clone();
+        if !self.shards.contains_key(&loc.shard) {
+            let r = self.opened.open_file(&name)?;
+            self.shards.insert(loc.shard, r);
+        }
+        let r = self.shards.get_mut(&loc.shard).expect("just inserted");
+        let rec = shard::read_record(r, &loc, ordinal)?;
+        let bad = |what: &str| Error::integrity(format!("{name}: record {ordinal}: {what}"));
+        if !merkle::ct_eq(&record::record_hash(&rec.meta), &loc.record_hash) {
+            return Err(bad("metadata does not match its record hash"));
+        }
+        let meta = record::parse_meta(&rec.meta)?;
+        if meta.ordinal != ordinal {
+            return Err(bad("metadata names another position"));
+        }
+        let ih = blake3::hash(&rec.image);
+        if ih.to_hex().as_str() != meta.image_blake3 || rec.image.len() as u64 != meta.image_size {
+            return Err(bad("image does not match the hash in its metadata"));
+        }
+        let (leaf, proof) = self.tree.proof(ordinal)?;
+        if !merkle::ct_eq(&leaf, &merkle::leaf_hash(&loc.record_hash)) {
+            return Err(bad("record hash differs from the Merkle tree's leaf"));
+        }
+        if !merkle::verify_inclusion(ordinal, m.records, &loc.record_hash, &proof, &self.root) {
+            return Err(bad("inclusion proof does not reach the signed Merkle root"));
+        }
+        Ok(Verified {
+            ordinal,
+            shard: name,
+            record_hash: loc.record_hash,
+            meta: rec.meta,
+            image: rec.image,
+            image_entry: rec.image_name,
+            proof,
+        })
+    }
+}
+
+/// Rules out blind-index collisions: the verified record must carry the
+/// queried value itself.
+pub fn matches(v: &Verified, q: &Query) -> Result<bool> {
+    let m = record::parse_meta(&v.meta)?;
+    let f = record::fields_of(&m);
+    Ok(match q {
+        Query::RecordId(s) => m.record_id == *s,
+        Query::MemberId(_) => f.member_id.as_deref().map(str::as_bytes) == Some(&q.value()[..]),
+        Query::DocumentNumber(_) => {
+            f.document_number.as_deref().map(str::as_bytes) == Some(&q.value()[..])
+        }
+        Query::ImageHash(h) => m.image_blake3 == hex::encode(h),
+    })
+}

@@ -1,0 +1,557 @@
+//! The `kakuri` command line: parses arguments, calls the library, prints.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode as ProcessExit;
+
+use clap::{Args, Parser, Subcommand};
+use kakuri::error::{Error, ExitCode, Result};
+use kakuri::lookup::{Lookup, Opened, Query};
+
+#[derive(Parser)]
+#[command(
+    name = "kakuri",
+    version,
+    about = "Seal a leaked data set, answer verified lookups, destroy it provably."
+)]
+struct Cli {
+    /// Machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create a custodian identity (age) and/or an operator signing key (OpenSSH ed25519).
+    Keygen {
+        /// Write an age identity (age-keygen format, mode 0600) here.
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
+        /// Write an OpenSSH ed25519 signing key here (and FILE.pub).
+        #[arg(long, value_name = "FILE")]
+        signing_key: Option<PathBuf>,
+        /// Comment for the signing key.
+        #[arg(long, default_value = "kakuri-operator")]
+        comment: String,
+    },
+    /// Seal an input directory into a new vault.
+    Pack {
+        /// Directory with records.jsonl and the files it names (or only files).
+        input: PathBuf,
+        /// Custodians' recipients file (age1… / ssh-ed25519 lines).
+        #[arg(long, value_name = "FILE")]
+        recipients: PathBuf,
+        /// Operator's OpenSSH ed25519 private key that signs the manifest.
+        #[arg(long, value_name = "KEY")]
+        sign_key: PathBuf,
+        /// Date (YYYY-MM-DD) until which the set may be kept.
+        #[arg(long, value_name = "DATE")]
+        retain_until: String,
+        /// The new vault directory (must not exist).
+        #[arg(long, value_name = "VAULT")]
+        out: PathBuf,
+        /// Worker threads (default: all cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// zstd level for record frames.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(-7..=19))]
+        zstd_level: i32,
+        /// Close a shard after this many image bytes.
+        #[arg(long, default_value_t = 1 << 30)]
+        shard_bytes: u64,
+        /// Close a shard after this many records.
+        #[arg(long, default_value_t = 65536)]
+        shard_records: u64,
+        /// Refuse images larger than this.
+        #[arg(long, default_value_t = 1 << 30)]
+        max_record_bytes: u64,
+    },
+    /// Show what a vault holds, its retention date and signature (no key needed).
+    Status {
+        vault: PathBuf,
+        #[command(flatten)]
+        trust: Trust,
+    },
+    /// Check a vault: signature and file hashes; with -i and --deep, every record.
+    Verify {
+        vault: PathBuf,
+        /// Custodian identity file(s), for --deep.
+        #[arg(short = 'i', long = "identity", value_name = "FILE")]
+        identities: Vec<PathBuf>,
+        /// Decrypt everything, re-hash every record, rebuild the root, check the index.
+        #[arg(long)]
+        deep: bool,
+        #[arg(long)]
+        jobs: Option<usize>,
+        #[command(flatten)]
+        trust: Trust,
+    },
+    /// Find records and print their verified metadata.
+    Lookup {
+        vault: PathBuf,
+        #[command(flatten)]
+        access: Access,
+        #[arg(long, value_name = "ID")]
+        member_id: Vec<String>,
+        #[arg(long, value_name = "NUMBER")]
+        document_number: Vec<String>,
+        #[arg(long, value_name = "ID")]
+        record_id: Vec<String>,
+        /// An image file found elsewhere: match by its content hash.
+        #[arg(long, value_name = "FILE")]
+        image: Vec<PathBuf>,
+    },
+    /// Write one record's exact image and metadata plus a receipt into a new directory.
+    Export {
+        vault: PathBuf,
+        #[command(flatten)]
+        access: Access,
+        #[arg(long, value_name = "ID")]
+        record_id: String,
+        /// New (or empty) directory for the evidence.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Receipts from `export`.
+    Receipt {
+        #[command(subcommand)]
+        cmd: ReceiptCmd,
+    },
+    /// Generate a synthetic leak set (for rehearsal and benchmarks).
+    Synth {
+        #[arg(long, default_value_t = 10_000)]
+        count: u64,
+        /// Mean image size in bytes.
+        #[arg(long, default_value_t = 64 * 1024)]
+        image_size: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Directory to create (must not exist or be empty).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Run the whole job on a built-in synthetic set in a temporary directory.
+    Demo {
+        #[arg(long, default_value_t = 10_000)]
+        records: u64,
+        #[arg(long, default_value_t = 16 * 1024)]
+        image_size: u64,
+        /// Keep the demo's files here instead of a temporary directory.
+        #[arg(long, value_name = "DIR")]
+        keep: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReceiptCmd {
+    /// Check an export directory offline: hashes, inclusion proof, manifest signature.
+    Verify {
+        dir: PathBuf,
+        #[command(flatten)]
+        trust: Trust,
+    },
+}
+
+#[derive(Args)]
+struct Trust {
+    /// Require the manifest to be signed by this public key (.pub or allowed_signers line).
+    #[arg(long, value_name = "PUBKEY")]
+    signer: Option<PathBuf>,
+}
+
+impl Trust {
+    fn key(&self) -> Result<Option<ssh_key::PublicKey>> {
+        self.signer
+            .as_deref()
+            .map(kakuri::keys::load_public_key)
+            .transpose()
+    }
+}
+
+#[derive(Args)]
+struct Access {
+    /// Custodian identity file(s): age-keygen or OpenSSH ed25519.
+    #[arg(short = 'i', long = "identity", value_name = "FILE", required = true)]
+    identities: Vec<PathBuf>,
+    /// Case this read belongs to.
+    #[arg(long, value_name = "ID", required = true)]
+    case: String,
+    /// Why the data is read.
+    #[arg(long, value_name = "TEXT", required = true)]
+    reason: String,
+    #[command(flatten)]
+    trust: Trust,
+}
+
+impl Access {
+    fn open(&self, vault: &std::path::Path) -> Result<Opened> {
+        if self.case.trim().is_empty() || self.reason.trim().is_empty() {
+            return Err(Error::usage("--case and --reason must not be empty"));
+        }
+        Opened::open(vault, &self.identities, self.trust.key()?.as_ref())
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) {
+    println!("{}", serde_json::to_string_pretty(v).expect("serializable"));
+}
+
+fn jobs(j: Option<usize>) -> usize {
+    j.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    })
+}
+
+fn warn_retention(days_left: i64) {
+    if days_left < 0 {
+        eprintln!("kakuri: warning: the retention date passed {} days ago; this vault should be destroyed", -days_left);
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let json = cli.json;
+    match cli.cmd {
+        Cmd::Keygen {
+            identity,
+            signing_key,
+            comment,
+        } => {
+            if identity.is_none() && signing_key.is_none() {
+                return Err(Error::usage(
+                    "keygen needs --identity FILE and/or --signing-key FILE",
+                ));
+            }
+            let mut out = serde_json::Map::new();
+            if let Some(p) = identity {
+                let r = kakuri::keys::generate_age_identity(&p)?;
+                if !json {
+                    println!(
+                        "identity written to {} (mode 0600)\nrecipient: {r}",
+                        p.display()
+                    );
+                }
+                out.insert("recipient".into(), r.into());
+            }
+            if let Some(p) = signing_key {
+                let pubk = kakuri::keys::generate_signing_key(&p, &comment)?;
+                if !json {
+                    println!(
+                        "signing key written to {} (mode 0600) and {}.pub\npublic key: {pubk}",
+                        p.display(),
+                        p.display()
+                    );
+                }
+                out.insert("signing_public_key".into(), pubk.into());
+            }
+            if json {
+                print_json(&out);
+            }
+            Ok(ExitCode::Ok)
+        }
+        Cmd::Pack {
+            input,
+            recipients,
+            sign_key,
+            retain_until,
+            out,
+            jobs: j,
+            zstd_level,
+            shard_bytes,
+            shard_records,
+            max_record_bytes,
+        } => {
+            let mut o =
+                kakuri::pack::PackOptions::new(input, recipients, sign_key, retain_until, out);
+            o.jobs = jobs(j);
+            o.zstd_level = zstd_level;
+            o.shard_bytes = shard_bytes;
+            o.shard_records = shard_records.max(1);
+            o.max_record_bytes = max_record_bytes;
+            o.progress = !json && std::io::stderr().is_terminal();
+            let s = kakuri::pack::pack(&o)?;
+            if json {
+                print_json(&s);
+            } else {
+                println!(
+                    "sealed {} records ({} image bytes) into {} shards at {}\nvault id:    {}\nmerkle root: {}\nvault size:  {} bytes\nretain until {}\ntook {:.1} s ({:.1} MB/s)",
+                    s.records, s.image_bytes, s.shards, s.vault, s.vault_id, s.root, s.vault_bytes, s.retain_until, s.seconds,
+                    s.image_bytes as f64 / 1e6 / s.seconds.max(1e-9)
+                );
+            }
+            Ok(ExitCode::Ok)
+        }
+        Cmd::Status { vault, trust } => {
+            let s = kakuri::status::status(&vault, trust.key()?.as_ref())?;
+            if json {
+                print_json(&s);
+            } else {
+                println!(
+                    "vault {} (format v{}, {})",
+                    s.vault_id, s.format_version, s.tool
+                );
+                println!("created       {}", s.created);
+                println!(
+                    "records       {} ({} image bytes; {} bytes sealed in {} shards)",
+                    s.records, s.image_bytes, s.vault_bytes, s.shards
+                );
+                for (k, v) in &s.doc_types {
+                    println!("  {k:<20} {v}");
+                }
+                println!("merkle root   {}", s.merkle_root);
+                println!(
+                    "retain until  {} ({} days left)",
+                    s.retain_until, s.days_left
+                );
+                println!("signature     OK, signed by {}", s.signer_fingerprint);
+                println!(
+                    "custody       {} of: {}",
+                    s.custody_scheme,
+                    s.custodians.join(", ")
+                );
+            }
+            warn_retention(s.days_left);
+            Ok(ExitCode::Ok)
+        }
+        Cmd::Verify {
+            vault,
+            identities,
+            deep,
+            jobs: j,
+            trust,
+        } => {
+            let dir = kakuri::vault::VaultDir::open(&vault)?;
+            let trusted = trust.key()?;
+            let loaded = kakuri::verify::load_for_verify(&dir, trusted.as_ref())?;
+            warn_retention(loaded.manifest.days_left().unwrap_or(0));
+            let mut rep = kakuri::verify::verify_keyless(&dir, &loaded, jobs(j));
+            if deep {
+                let o = Opened::open(&vault, &identities, trusted.as_ref())?;
+                let d = kakuri::verify::verify_deep(&o, jobs(j))?;
+                rep.ok &=
+                    d.bad_records.is_empty() && d.problems.is_empty() && d.root_ok && d.index_ok;
+                rep.deep = Some(d);
+            } else if !identities.is_empty() {
+                return Err(Error::usage("-i is only used with --deep"));
+            }
+            if json {
+                print_json(&rep);
+            } else {
+                println!("signature OK (signed by {})", rep.signer_fingerprint);
+                for f in &rep.files {
+                    match &f.problem {
+                        None => println!("{}: OK", f.path),
+                        Some(p) => println!("{}: FAILED ({p})", f.path),
+                    }
+                }
+                for u in &rep.unexpected_files {
+                    println!("{u}: FAILED (not listed in the manifest)");
+                }
+                if let Some(d) = &rep.deep {
+                    println!(
+                        "deep: {} records re-hashed, {} bytes read",
+                        d.records_checked, d.bytes_decrypted
+                    );
+                    for b in &d.bad_records {
+                        println!(
+                            "record {} in {}: FAILED ({})",
+                            b.ordinal, b.shard, b.problem
+                        );
+                    }
+                    for p in &d.problems {
+                        println!("FAILED: {p}");
+                    }
+                    println!("merkle root: {}", if d.root_ok { "OK" } else { "FAILED" });
+                    println!("index: {}", if d.index_ok { "OK" } else { "FAILED" });
+                }
+                println!(
+                    "{}",
+                    if rep.ok {
+                        "vault OK"
+                    } else {
+                        "vault FAILED verification"
+                    }
+                );
+            }
+            Ok(if rep.ok {
+                ExitCode::Ok
+            } else {
+                ExitCode::Integrity
+            })
+        }
+        Cmd::Lookup {
+            vault,
+            access,
+            member_id,
+            document_number,
+            record_id,
+            image,
+        } => {
+            let mut qs: Vec<Query> = Vec::new();
+            qs.extend(member_id.into_iter().map(Query::MemberId));
+            qs.extend(document_number.into_iter().map(Query::DocumentNumber));
+            qs.extend(record_id.into_iter().map(Query::RecordId));
+            for p in &image {
+                qs.push(Query::from_image_file(p)?);
+            }
+            if qs.is_empty() {
+                return Err(Error::usage("lookup needs at least one of --member-id, --document-number, --record-id, --image"));
+            }
+            let o = access.open(&vault)?;
+            warn_retention(o.loaded.manifest.days_left().unwrap_or(0));
+            let mut lk = Lookup::new(&o)?;
+            let mut results = Vec::new();
+            let mut found = 0usize;
+            for (i, q) in qs.iter().enumerate() {
+                let recs = lk.find(q)?;
+                found += recs.len();
+                let reports = recs
+                    .iter()
+                    .map(|v| v.report())
+                    .collect::<Result<Vec<_>>>()?;
+                results.push(serde_json::json!({"query": i + 1, "field": q.field().name(), "matches": reports}));
+            }
+            let root = o.loaded.manifest.merkle.root.clone();
+            if json {
+                print_json(&serde_json::json!({
+                    "vault_id": o.loaded.manifest.vault_id,
+                    "root": root,
+                    "case": access.case,
+                    "found": found,
+                    "results": results,
+                    "io": {"bytes_read": kakuri::crypt::bytes_read()},
+                }));
+            } else {
+                for r in &results {
+                    let m = r["matches"].as_array().map(Vec::len).unwrap_or(0);
+                    println!(
+                        "query {} ({}): {}",
+                        r["query"],
+                        r["field"].as_str().unwrap_or(""),
+                        if m == 0 {
+                            "not found".to_string()
+                        } else {
+                            format!("{m} record(s), each verified against the signed root")
+                        }
+                    );
+                    for rec in r["matches"].as_array().into_iter().flatten() {
+                        println!("  record_id    {}", rec["record_id"].as_str().unwrap_or(""));
+                        println!(
+                            "  position     {} in {}",
+                            rec["ordinal"],
+                            rec["shard"].as_str().unwrap_or("")
+                        );
+                        println!(
+                            "  record hash  {}",
+                            rec["record_hash"].as_str().unwrap_or("")
+                        );
+                        println!(
+                            "  image        {} bytes, BLAKE3 {}",
+                            rec["image_size"],
+                            rec["image_blake3"].as_str().unwrap_or("")
+                        );
+                        println!("  metadata     {}", rec["source"]);
+                    }
+                }
+                println!("merkle root {root}");
+            }
+            Ok(if found > 0 {
+                ExitCode::Ok
+            } else {
+                ExitCode::NotFound
+            })
+        }
+        Cmd::Export {
+            vault,
+            access,
+            record_id,
+            out,
+        } => {
+            let o = access.open(&vault)?;
+            warn_retention(o.loaded.manifest.days_left().unwrap_or(0));
+            let mut lk = Lookup::new(&o)?;
+            match kakuri::export::export(&mut lk, &record_id, &out, &access.case)? {
+                None => {
+                    if json {
+                        print_json(&serde_json::json!({"found": false}));
+                    } else {
+                        println!("record not found; nothing written");
+                    }
+                    Ok(ExitCode::NotFound)
+                }
+                Some(r) => {
+                    if json {
+                        print_json(&r);
+                    } else {
+                        println!("exported record {} to {} ({}); check it with `kakuri receipt verify {}`", r.ordinal, r.dir, r.files.join(", "), r.dir);
+                    }
+                    Ok(ExitCode::Ok)
+                }
+            }
+        }
+        Cmd::Receipt {
+            cmd: ReceiptCmd::Verify { dir, trust },
+        } => {
+            let r = kakuri::receipt::verify_dir(&dir, trust.key()?.as_ref())?;
+            if json {
+                print_json(&r);
+            } else {
+                println!(
+                    "receipt OK: record {} of vault {} is included under root {} signed by {}",
+                    r.ordinal, r.vault_id, r.root, r.signer_fingerprint
+                );
+            }
+            Ok(ExitCode::Ok)
+        }
+        Cmd::Synth {
+            count,
+            image_size,
+            seed,
+            out,
+        } => {
+            let s = kakuri::demo::synth(
+                &out,
+                count,
+                image_size,
+                seed,
+                !json && std::io::stderr().is_terminal(),
+            )?;
+            if json {
+                print_json(
+                    &serde_json::json!({"records": s.records, "members": s.members, "bytes": s.bytes, "doc_types": s.doc_types}),
+                );
+            } else {
+                println!(
+                    "wrote {} records ({} image bytes, {} members) to {}",
+                    s.records,
+                    s.bytes,
+                    s.members,
+                    out.display()
+                );
+            }
+            Ok(ExitCode::Ok)
+        }
+        Cmd::Demo {
+            records,
+            image_size,
+            keep,
+        } => {
+            kakuri::demo::run(records, image_size, keep.as_deref(), json)?;
+            Ok(ExitCode::Ok)
+        }
+    }
+}
+
+fn main() -> ProcessExit {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(c) => ProcessExit::from(c as u8),
+        Err(e) => {
+            eprintln!("kakuri: error: {}", e.msg);
+            ProcessExit::from(e.kind as u8)
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! The manifest: the signed, clear-text description of a vault.
+//!
+//! `manifest.json` holds counts, the retention date, the Merkle root over
+//! the record hashes, the custodians' public keys, and the size and BLAKE3
+//! of every ciphertext file. `manifest.json.sig` is an SSHSIG over the exact
+//! bytes of `manifest.json` with namespace [`NAMESPACE`], so
+//! `ssh-keygen -Y verify -n kakuri-manifest@v1 …` checks it. Nothing in it
+//! lets anyone test a guess about a person: no record hashes, no names.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use ssh_key::{HashAlg, LineEnding, PrivateKey, PublicKey, SshSig};
+
+use crate::custody::CustodyInfo;
+use crate::error::{Error, Result};
+use crate::merkle::Hash;
+use crate::vault::{self, VaultDir};
+
+/// SSHSIG namespace of manifest signatures.
+pub const NAMESPACE: &str = "kakuri-manifest@v1";
+pub const FORMAT: &str = "kakuri-vault";
+pub const VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct MerkleInfo {
+    /// "blake3-rfc6962"
+    pub alg: String,
+    pub size: u64,
+    pub root: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct IndexInfo {
+    pub keys: String,
+    pub records: String,
+    pub tree: String,
+    /// Number of blind-index entries in keys.age.
+    pub entries: u64,
+    pub page: u32,
+    pub tree_tile: u32,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct ShardInfo {
+    pub file: String,
+    pub first_ordinal: u64,
+    pub records: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct FileInfo {
+    pub path: String,
+    pub size: u64,
+    pub blake3: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct Manifest {
+    pub format: String,
+    pub version: u32,
+    pub vault_id: String,
+    pub created: String,
+    pub retain_until: String,
+    pub tool: String,
+    pub records: u64,
+    pub image_bytes: u64,
+    pub doc_types: BTreeMap<String, u64>,
+    pub merkle: MerkleInfo,
+    pub index: IndexInfo,
+    pub custody: CustodyInfo,
+    pub signer: String,
+    pub zstd_level: i32,
+    pub shards: Vec<ShardInfo>,
+    pub files: Vec<FileInfo>,
+}
+
+impl Manifest {
+    pub fn root(&self) -> Result<Hash> {
+        parse_hash(&self.merkle.root)
+            .ok_or_else(|| Error::integrity("manifest: merkle root is not 32 hex bytes"))
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).expect("manifest serializes");
+        v.push(b'\n');
+        v
+    }
+
+    pub fn parse(bytes: &[u8]) -> Result<Self> {
+        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| {
+            Error::integrity(format!(
+                "{}: not a valid manifest (line {}: {})",
+                vault::MANIFEST,
+                e.line(),
+                e.classify_name()
+            ))
+        })?;
+        if m.format != FORMAT {
+            return Err(Error::integrity(format!(
+                "{}: not a kakuri manifest",
+                vault::MANIFEST
+            )));
+        }
+        if m.version != VERSION {
+            return Err(Error::integrity(format!(
+                "{}: unsupported format version {} (this kakuri reads version {VERSION})",
+                vault::MANIFEST,
+                m.version
+            )));
+        }
+        if m.merkle.size != m.records {
+            return Err(Error::integrity(format!(
+                "{}: merkle size differs from record count",
+                vault::MANIFEST
+            )));
+        }
+        m.root()?;
+        Ok(m)
+    }
+
+    pub fn signer_key(&self) -> Result<PublicKey> {
+        PublicKey::from_openssh(&self.signer).map_err(|_| {
+            Error::integrity(format!(
+                "{}: signer is not an OpenSSH public key",
+                vault::MANIFEST
+            ))
+        })
+    }
+
+    pub fn file(&self, path: &str) -> Option<&FileInfo> {
+        self.files.iter().find(|f| f.path == path)
+    }
+
+    /// Days from today (UTC) until the retention date; negative once passed.
+    pub fn days_left(&self) -> Result<i64> {
+        let d = parse_date(&self.retain_until)?;
+        Ok((d - time::OffsetDateTime::now_utc().date()).whole_days())
+    }
+}
+
+trait ClassifyName {
+    fn classify_name(&self) -> &'static str;
+}
+impl ClassifyName for serde_json::Error {
+    fn classify_name(&self) -> &'static str {
+        match self.classify() {
+            serde_json::error::Category::Io => "I/O",
+            serde_json::error::Category::Syntax => "syntax error",
+            serde_json::error::Category::Data => "wrong or missing field",
+            serde_json::error::Category::Eof => "truncated",
+        }
+    }
+}
+
+pub fn parse_hash(s: &str) -> Option<Hash> {
+    let v = hex::decode(s).ok()?;
+    v.try_into().ok()
+}
+
+pub fn parse_date(s: &str) -> Result<time::Date> {
+    time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]"))
+        .map_err(|_| Error::usage(format!("not a date (expected YYYY-MM-DD): {s}")))
+}
+
+/// Signs manifest bytes; returns the armored SSHSIG.
+pub fn sign(bytes: &[u8], key: &PrivateKey) -> Result<String> {
+    let sig = key
+        .sign(NAMESPACE, HashAlg::Sha512, bytes)
+        .map_err(|e| Error::internal(format!("signing failed: {e}")))?;
+    sig.to_pem(LineEnding::LF)
+        .map_err(|e| Error::internal(format!("signature encoding failed: {e}")))
+}
+
+/// Verifies an armored SSHSIG over `bytes` by `signer` in namespace `ns`.
+pub fn verify_sig(
+    bytes: &[u8],
+    armored: &str,
+    signer: &PublicKey,
+    ns: &str,
+    what: &str,
+) -> Result<()> {
+    let sig = SshSig::from_pem(armored)
+        .map_err(|_| Error::integrity(format!("{what}: signature file is not an SSHSIG")))?;
+    if sig.public_key() != signer.key_data() {
+        return Err(Error::integrity(format!(
+            "{what}: signed by a different key than the one it names"
+        )));
+    }
+    signer.verify(ns, bytes, &sig).map_err(|_| {
+        Error::integrity(format!(
+            "{what}: signature does not verify (the file was changed after signing)"
+        ))
+    })
+}
+
+/// A manifest read from a vault, with its signature checked.
+pub struct Loaded {
+    pub manifest: Manifest,
+    pub bytes: Vec<u8>,
+    pub signer: PublicKey,
+}
+
+/// Reads and verifies the manifest. With `trusted`, the signer must be that key.
+pub fn load(v: &VaultDir, trusted: Option<&PublicKey>) -> Result<Loaded> {
+    let mp = v.path(vault::MANIFEST);
+    let bytes = std::fs::read(&mp).map_err(|e| Error::io(&mp, "cannot read", e))?;
+    let manifest = Manifest::parse(&bytes)?;
+    let signer = manifest.signer_key()?;
+    if let Some(t) = trusted {
+        if t.key_data() != signer.key_data() {
+            return Err(Error::integrity(format!(
+                "{}: signed by {}, not by the trusted signer {}",
+                vault::MANIFEST,
+                crate::keys::fingerprint(&signer),
+                crate::keys::fingerprint(t)
+            )));
+        }
+    }
+    let sp = v.path(vault::MANIFEST_SIG);
+    let armored = std::fs::read_to_string(&sp).map_err(|e| Error::io(&sp, "cannot read", e))?;
+    verify_sig(&bytes, &armored, &signer, NAMESPACE, vault::MANIFEST)?;
+    Ok(Loaded {
+        manifest,
+        bytes,
+        signer,
+    })
+}
+
+/// The allowed_signers line for ssh-keygen -Y verify.
+pub fn allowed_signers_line(signer: &PublicKey) -> String {
+    let mut k = signer.clone();
+    k.set_comment("");
+    format!(
+        "kakuri-operator namespaces=\"{NAMESPACE}\" {}\n",
+        k.to_openssh().unwrap_or_default().trim()
+    )
+}
+
+pub fn write_signed(root: &Path, m: &Manifest, key: &PrivateKey) -> Result<()> {
+    let bytes = m.to_bytes();
+    let sig = sign(&bytes, key)?;
+    vault::write_atomic(
+        &root.join(vault::ALLOWED_SIGNERS),
+        allowed_signers_line(key.public_key()).as_bytes(),
+        0o444,
+    )?;
+    vault::write_atomic(&root.join(vault::MANIFEST_SIG), sig.as_bytes(), 0o444)?;
+    // The manifest is written last: its presence marks a complete vault.
+    vault::write_atomic(&root.join(vault::MANIFEST), &bytes, 0o444)
+}

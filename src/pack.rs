@@ -1,0 +1,566 @@
+//! `pack`: seal an input set into a new vault.
+//!
+//! One thread reads and validates the input in order and cuts it into shard
+//! jobs (contiguous ordinal ranges); `jobs` workers each read, hash,
+//! compress and encrypt whole shards; a collector takes finished shards in
+//! order and streams the record table and Merkle tree. The signed manifest
+//! is written last; on any error the half-built vault directory is removed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Instant;
+
+use crate::crypt::{EncryptedFile, VaultKey};
+use crate::custody;
+use crate::error::{Error, Result};
+use crate::index::{self, Entry, RecordLoc, RecordsWriter, TreeWriter};
+use crate::input::{InputReader, InputRecord};
+use crate::manifest::{self, FileInfo, IndexInfo, Manifest, MerkleInfo, ShardInfo};
+use crate::record::{self, Field, Meta, META_FORMAT};
+use crate::shard::{self, ShardWriter};
+use crate::vault;
+
+pub struct PackOptions {
+    pub input: PathBuf,
+    pub recipients: PathBuf,
+    pub sign_key: PathBuf,
+    pub retain_until: String,
+    pub out: PathBuf,
+    pub jobs: usize,
+    pub zstd_level: i32,
+    /// A shard is closed once its images reach this many bytes…
+    pub shard_bytes: u64,
+    /// …or this many records.
+    pub shard_records: u64,
+    pub max_record_bytes: u64,
+    pub progress: bool,
+}
+
+impl PackOptions {
+    pub fn new(
+        input: PathBuf,
+        recipients: PathBuf,
+        sign_key: PathBuf,
+        retain_until: String,
+        out: PathBuf,
+    ) -> Self {
+        PackOptions {
+            input,
+            recipients,
+            sign_key,
+            retain_until,
+            out,
+            jobs: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+            zstd_level: 3,
+            shard_bytes: 1 << 30,
+            shard_records: 65536,
+            max_record_bytes: 1 << 30,
+            progress: false,
+        }
+    }
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct PackSummary {
+    pub vault: String,
+    pub vault_id: String,
+    pub records: u64,
+    pub image_bytes: u64,
+    pub vault_bytes: u64,
+    pub shards: usize,
+    pub root: String,
+    pub retain_until: String,
+    pub doc_types: BTreeMap<String, u64>,
+    pub seconds: f64,
+}
+
+struct ShardJob {
+    shard: u32,
+    first_ordinal: u64,
+    records: Vec<InputRecord>,
+}
+
+struct ShardDone {
+    shard: u32,
+    first_ordinal: u64,
+    locs: Vec<RecordLoc>,
+    entries: Vec<Entry>,
+    file: FileInfo,
+    image_bytes: u64,
+    doc_types: HashMap<String, u64>,
+}
+
+/// Removes a half-built vault unless disarmed.
+struct Cleanup<'a> {
+    dir: &'a Path,
+    armed: bool,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = fs::remove_dir_all(self.dir);
+        }
+    }
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn random_id() -> String {
+    use rand_core::RngCore;
+    let mut b = [0u8; 16];
+    rand_core::OsRng.fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
+    let started = Instant::now();
+    let retain = manifest::parse_date(&opts.retain_until)?;
+    if retain <= time::OffsetDateTime::now_utc().date() {
+        return Err(Error::usage(format!(
+            "--retain-until {} is not in the future",
+            opts.retain_until
+        )));
+    }
+    let recipients = custody::parse_recipients(&opts.recipients)?;
+    let sign_key = crate::keys::load_signing_key(&opts.sign_key)?;
+    let mut input = InputReader::open(&opts.input)?;
+    if opts.out.symlink_metadata().is_ok() {
+        return Err(Error::refused(format!(
+            "{} already exists; pack writes a new vault directory",
+            opts.out.display()
+        )));
+    }
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&opts.out)
+        .map_err(|e| Error::io(&opts.out, "cannot create vault directory", e))?;
+    let mut cleanup = Cleanup {
+        dir: &opts.out,
+        armed: true,
+    };
+    let root = opts.out.as_path();
+    for d in [vault::CUSTODY_DIR, vault::SHARDS_DIR, vault::INDEX_DIR] {
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(root.join(d))
+            .map_err(|e| Error::io(&root.join(d), "cannot create", e))?;
+    }
+
+    let key = VaultKey::generate();
+    let vault_id = random_id();
+    let created = now_rfc3339();
+    let mtime = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
+    let custody_info = custody::wrap_vault_key(root, &key, &vault_id, &recipients)?;
+
+    let bar = if opts.progress {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} packing {pos} records, {msg} [{elapsed_precise}]",
+            )
+            .expect("valid template"),
+        );
+        b.enable_steady_tick(std::time::Duration::from_millis(200));
+        Some(b)
+    } else {
+        None
+    };
+
+    let failed = AtomicBool::new(false);
+    let jobs = opts.jobs.max(1);
+    let (job_tx, job_rx) = mpsc::sync_channel::<ShardJob>(jobs);
+    let job_rx = Arc::new(Mutex::new(job_rx));
+    let (done_tx, done_rx) = mpsc::channel::<Result<ShardDone>>();
+
+    let records_file = EncryptedFile::create(root, vault::RECORDS_FILE, &key)?;
+    let tree_file = EncryptedFile::create(root, vault::TREE_FILE, &key)?;
+
+    let outcome: Result<(CollectorOut, u64)> = std::thread::scope(|s| {
+        for _ in 0..jobs {
+            let job_rx = Arc::clone(&job_rx);
+            let done_tx = done_tx.clone();
+            let key = &key;
+            let failed = &failed;
+            let bar = bar.clone();
+            s.spawn(move || loop {
+                let job = {
+                    let rx = job_rx.lock().expect("job queue");
+                    rx.recv()
+                };
+                let Ok(job) = job else { break };
+                if failed.load(Ordering::Relaxed) {
+                    continue;
+                }
+                let r = seal_shard(root, key, job, opts, mtime, bar.as_ref());
+                if r.is_err() {
+                    failed.store(true, Ordering::Relaxed);
+                }
+                if done_tx.send(r).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(done_tx);
+        let collector = s.spawn(move || collect(done_rx, records_file, tree_file));
+
+        // Dispatch: cut the input into shards of contiguous ordinals.
+        let dispatch = (|| -> Result<u64> {
+            let mut shard = 0u32;
+            let mut cur = ShardJob {
+                shard,
+                first_ordinal: 0,
+                records: Vec::new(),
+            };
+            let mut cur_bytes = 0u64;
+            let mut total = 0u64;
+            while let Some(r) = input.next_record()? {
+                if failed.load(Ordering::Relaxed) {
+                    return Ok(total);
+                }
+                if r.image_size > opts.max_record_bytes {
+                    return Err(Error::input(format!(
+                        "{}: image is larger than the limit of {} bytes (--max-record-bytes)",
+                        r.place, opts.max_record_bytes
+                    )));
+                }
+                cur_bytes += r.image_size;
+                cur.records.push(r);
+                total += 1;
+                if cur_bytes >= opts.shard_bytes || cur.records.len() as u64 >= opts.shard_records {
+                    let next = ShardJob {
+                        shard: shard + 1,
+                        first_ordinal: total,
+                        records: Vec::new(),
+                    };
+                    let _ = job_tx.send(std::mem::replace(&mut cur, next));
+                    shard += 1;
+                    cur_bytes = 0;
+                }
+            }
+            if !cur.records.is_empty() {
+                let _ = job_tx.send(cur);
+            }
+            Ok(total)
+        })();
+        if dispatch.is_err() {
+            failed.store(true, Ordering::Relaxed);
+        }
+        drop(job_tx);
+        let collected = collector.join().expect("collector thread");
+        let total = dispatch?;
+        let c = collected?;
+        Ok((c, total))
+    });
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let (c, total) = outcome?;
+    if total == 0 {
+        return Err(Error::input(format!(
+            "{}: the input holds no records",
+            opts.input.display()
+        )));
+    }
+    if c.records != total {
+        return Err(Error::internal(
+            "sealed record count differs from input count",
+        ));
+    }
+
+    // Index files.
+    let CollectorOut {
+        records,
+        image_bytes,
+        mut entries,
+        doc_types,
+        shards,
+        shard_files,
+        records_w,
+        tree_w,
+    } = c;
+    let records_info = records_w
+        .finish()
+        .map_err(|e| Error::io_ctx("cannot write index/records.age", e))?
+        .finish()?;
+    let (tree_w, root_hash) = tree_w.finish()?;
+    let tree_info = tree_w.finish()?;
+    entries.sort_unstable();
+    let mut keys_file = EncryptedFile::create(root, vault::KEYS_FILE, &key)?;
+    index::write_keys(&mut keys_file, &entries)
+        .map_err(|e| Error::io_ctx("cannot write index/keys.age", e))?;
+    let keys_info = keys_file.finish()?;
+
+    let wrap_path = root.join(vault::VAULT_KEY_WRAP);
+    let wrap_bytes = fs::read(&wrap_path).map_err(|e| Error::io(&wrap_path, "cannot read", e))?;
+    let mut files = vec![FileInfo {
+        path: vault::VAULT_KEY_WRAP.into(),
+        size: wrap_bytes.len() as u64,
+        blake3: blake3::hash(&wrap_bytes).to_hex().to_string(),
+    }];
+    files.extend(shard_files);
+    files.extend([keys_info, records_info, tree_info]);
+    let vault_bytes: u64 = files.iter().map(|f| f.size).sum();
+
+    let m = Manifest {
+        format: manifest::FORMAT.into(),
+        version: manifest::VERSION,
+        vault_id: vault_id.clone(),
+        created,
+        retain_until: opts.retain_until.clone(),
+        tool: format!("kakuri {}", env!("CARGO_PKG_VERSION")),
+        records,
+        image_bytes,
+        doc_types: doc_types.clone(),
+        merkle: MerkleInfo {
+            alg: "blake3-rfc6962".into(),
+            size: records,
+            root: hex::encode(root_hash),
+        },
+        index: IndexInfo {
+            keys: vault::KEYS_FILE.into(),
+            records: vault::RECORDS_FILE.into(),
+            tree: vault::TREE_FILE.into(),
+            entries: entries.len() as u64,
+            page: index::PAGE as u32,
+            tree_tile: crate::merkle::TILE as u32,
+        },
+        custody: custody_info,
+        signer: sign_key
+            .public_key()
+            .to_openssh()
+            .map_err(|e| Error::internal(format!("public key encoding: {e}")))?,
+        zstd_level: opts.zstd_level,
+        shards: shards.clone(),
+        files,
+    };
+    manifest::write_signed(root, &m, &sign_key)?;
+    vault::fsync_dir(root)?;
+    cleanup.armed = false;
+    Ok(PackSummary {
+        vault: opts.out.display().to_string(),
+        vault_id,
+        records,
+        image_bytes,
+        vault_bytes,
+        shards: shards.len(),
+        root: hex::encode(root_hash),
+        retain_until: opts.retain_until.clone(),
+        doc_types,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The sealed metadata document of one record.
+pub fn meta_json(r: &InputRecord, image_size: u64, image_hash: &[u8; 32]) -> Vec<u8> {
+    let m = Meta {
+        format: META_FORMAT.into(),
+        ordinal: r.ordinal,
+        record_id: r.record_id.clone(),
+        image_path: r.image_rel.clone(),
+        image_size,
+        image_blake3: hex::encode(image_hash),
+        source: &r.source,
+    };
+    serde_json::to_vec(&m).expect("meta serializes")
+}
+
+/// Blind-index entries of one record.
+pub fn blind_entries(
+    key: &VaultKey,
+    ordinal: u64,
+    record_id: &str,
+    fields: &record::Fields,
+    image_hash: &[u8; 32],
+) -> Vec<Entry> {
+    let mut v = Vec::with_capacity(4);
+    let mut push = |f: Field, val: &[u8]| {
+        let h = key.blind(f, val);
+        let mut k = [0u8; index::KEY_LEN];
+        k.copy_from_slice(&h[..index::KEY_LEN]);
+        v.push(Entry { key: k, ordinal });
+    };
+    push(Field::RecordId, record_id.as_bytes());
+    if let Some(m) = &fields.member_id {
+        push(Field::MemberId, m.as_bytes());
+    }
+    if let Some(d) = &fields.document_number {
+        push(Field::DocumentNumber, d.as_bytes());
+    }
+    push(Field::ImageHash, image_hash);
+    v
+}
+
+fn seal_shard(
+    root: &Path,
+    key: &VaultKey,
+    job: ShardJob,
+    opts: &PackOptions,
+    mtime: u64,
+    bar: Option<&indicatif::ProgressBar>,
+) -> Result<ShardDone> {
+    let mut w = ShardWriter::create(root, job.shard, key, opts.zstd_level, mtime)?;
+    let mut locs = Vec::with_capacity(job.records.len());
+    let mut entries = Vec::with_capacity(job.records.len() * 4);
+    let mut image_bytes = 0u64;
+    let mut doc_types: HashMap<String, u64> = HashMap::new();
+    let mut image = Vec::new();
+    for r in &job.records {
+        image.clear();
+        let mut f = fs::File::open(&r.image_abs).map_err(|e| {
+            Error::input(format!(
+                "{}: image file cannot be read ({})",
+                r.place,
+                crate::error::io_reason(&e)
+            ))
+        })?;
+        Read::by_ref(&mut f)
+            .take(opts.max_record_bytes + 1)
+            .read_to_end(&mut image)
+            .map_err(|e| {
+                Error::input(format!(
+                    "{}: image file cannot be read ({})",
+                    r.place,
+                    crate::error::io_reason(&e)
+                ))
+            })?;
+        if image.len() as u64 > opts.max_record_bytes {
+            return Err(Error::input(format!(
+                "{}: image grew beyond the size limit while packing",
+                r.place
+            )));
+        }
+        let image_hash = *blake3::hash(&image).as_bytes();
+        let meta = meta_json(r, image.len() as u64, &image_hash);
+        let record_hash = record::record_hash(&meta);
+        let ext = shard::image_ext(&r.image_rel);
+        let (frame_offset, frame_len, plain_len) =
+            w.add(r.ordinal, &meta, &image, ext.as_deref())?;
+        locs.push(RecordLoc {
+            shard: job.shard,
+            frame_offset,
+            frame_len,
+            plain_len,
+            record_hash,
+        });
+        entries.extend(blind_entries(
+            key,
+            r.ordinal,
+            &r.record_id,
+            &r.fields,
+            &image_hash,
+        ));
+        image_bytes += image.len() as u64;
+        *doc_types
+            .entry(
+                r.fields
+                    .doc_type
+                    .clone()
+                    .unwrap_or_else(|| "unspecified".into()),
+            )
+            .or_default() += 1;
+        if let Some(b) = bar {
+            b.inc(1);
+        }
+    }
+    let file = w.finish()?;
+    Ok(ShardDone {
+        shard: job.shard,
+        first_ordinal: job.first_ordinal,
+        locs,
+        entries,
+        file,
+        image_bytes,
+        doc_types,
+    })
+}
+
+struct CollectorOut {
+    records: u64,
+    image_bytes: u64,
+    entries: Vec<Entry>,
+    doc_types: BTreeMap<String, u64>,
+    shards: Vec<ShardInfo>,
+    shard_files: Vec<FileInfo>,
+    records_w: RecordsWriter<EncryptedFile>,
+    tree_w: TreeWriter<EncryptedFile>,
+}
+
+/// Takes finished shards in shard order and streams the record table and
+/// the tree's leaf level; only the blind-index entries stay in memory.
+fn collect(
+    rx: mpsc::Receiver<Result<ShardDone>>,
+    records_file: EncryptedFile,
+    tree_file: EncryptedFile,
+) -> Result<CollectorOut> {
+    let io = |e| Error::io_ctx("cannot write the index", e);
+    let mut pending: BTreeMap<u32, ShardDone> = BTreeMap::new();
+    let mut next = 0u32;
+    let mut out = CollectorOut {
+        records: 0,
+        image_bytes: 0,
+        entries: Vec::new(),
+        doc_types: BTreeMap::new(),
+        shards: Vec::new(),
+        shard_files: Vec::new(),
+        records_w: RecordsWriter::new(records_file).map_err(io)?,
+        tree_w: TreeWriter::new(tree_file).map_err(io)?,
+    };
+    let mut first_err = None;
+    for r in rx {
+        match r {
+            Ok(d) => {
+                pending.insert(d.shard, d);
+            }
+            Err(e) => {
+                first_err.get_or_insert(e);
+                continue;
+            }
+        }
+        if first_err.is_some() {
+            continue;
+        }
+        while let Some(d) = pending.remove(&next) {
+            if d.first_ordinal != out.records {
+                return Err(Error::internal("shard ordinals are not contiguous"));
+            }
+            for l in &d.locs {
+                out.records_w.push(l).map_err(io)?;
+                out.tree_w.push(&l.record_hash).map_err(io)?;
+            }
+            out.records += d.locs.len() as u64;
+            out.image_bytes += d.image_bytes;
+            out.entries.extend(d.entries);
+            for (k, v) in d.doc_types {
+                *out.doc_types.entry(k).or_default() += v;
+            }
+            out.shards.push(ShardInfo {
+                file: d.file.path.clone(),
+                first_ordinal: d.first_ordinal,
+                records: d.locs.len() as u64,
+            });
+            out.shard_files.push(d.file);
+            next += 1;
+        }
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    if !pending.is_empty() {
+        return Err(Error::internal("a shard is missing from the sequence"));
+    }
+    Ok(out)
+}

@@ -1,0 +1,223 @@
+//! The vault directory: file names, atomic writes, and opening a vault.
+//!
+//! ```text
+//! VAULT/
+//!   manifest.json          signed description of everything below (written last)
+//!   manifest.json.sig      SSHSIG over manifest.json, namespace "kakuri-manifest@v1"
+//!   allowed_signers        the signer's key in ssh-keygen allowed_signers form
+//!   custody/vault-key.age  the per-vault age identity, wrapped for the custodians
+//!   shards/NNNNNN.tar.zst.age
+//!   index/keys.age         blind index: keyed BLAKE3 of lookup fields -> ordinal
+//!   index/records.age      ordinal -> shard, frame offset/length, record hash
+//!   index/tree.age         Merkle tree tiles over the record hashes
+//! ```
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+pub const MANIFEST: &str = "manifest.json";
+pub const MANIFEST_SIG: &str = "manifest.json.sig";
+pub const ALLOWED_SIGNERS: &str = "allowed_signers";
+pub const CUSTODY_DIR: &str = "custody";
+pub const VAULT_KEY_WRAP: &str = "custody/vault-key.age";
+pub const SHARDS_DIR: &str = "shards";
+pub const INDEX_DIR: &str = "index";
+pub const KEYS_FILE: &str = "index/keys.age";
+pub const RECORDS_FILE: &str = "index/records.age";
+pub const TREE_FILE: &str = "index/tree.age";
+
+/// Relative path of shard `n`.
+pub fn shard_path(n: u32) -> String {
+    format!("{SHARDS_DIR}/{n:06}.tar.zst.age")
+}
+
+/// fsync a directory so that renames inside it are durable.
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, "cannot sync directory", e))
+}
+
+/// A file written under a temporary name and renamed into place only after
+/// its contents are synced: a crash leaves either no file or a whole one.
+pub struct AtomicFile {
+    tmp: PathBuf,
+    dest: PathBuf,
+    file: Option<File>,
+}
+
+impl AtomicFile {
+    /// Creates `dest` atomically; refuses if `dest` exists. `mode` is the
+    /// final permission (0o600 for key material, 0o444 for vault files).
+    pub fn create(dest: &Path, mode: u32) -> Result<Self> {
+        if dest.symlink_metadata().is_ok() {
+            return Err(Error::refused(format!(
+                "{} already exists; refusing to overwrite it",
+                dest.display()
+            )));
+        }
+        let name = dest
+            .file_name()
+            .ok_or_else(|| Error::internal("atomic file without a name"))?
+            .to_string_lossy()
+            .into_owned();
+        let tmp = dest.with_file_name(format!(".{name}.tmp"));
+        let _ = fs::remove_file(&tmp);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(|e| Error::io(&tmp, "cannot create", e))?;
+        Ok(AtomicFile {
+            tmp,
+            dest: dest.to_path_buf(),
+            file: Some(file),
+        })
+    }
+
+    /// Flushes, syncs and renames into place, then syncs the directory.
+    pub fn commit(mut self) -> Result<()> {
+        let file = self.file.take().expect("file present until commit");
+        file.sync_all()
+            .map_err(|e| Error::io(&self.tmp, "cannot sync", e))?;
+        drop(file);
+        fs::rename(&self.tmp, &self.dest)
+            .map_err(|e| Error::io(&self.dest, "cannot move into place", e))?;
+        if let Some(dir) = self.dest.parent() {
+            fsync_dir(dir)?;
+        }
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dest
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.as_mut().expect("open").write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.as_mut().expect("open").flush()
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Writes `bytes` to `dest` atomically.
+pub fn write_atomic(dest: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let mut f = AtomicFile::create(dest, mode)?;
+    f.write_all(bytes)
+        .map_err(|e| Error::io(dest, "cannot write", e))?;
+    f.commit()
+}
+
+/// A writer that counts and BLAKE3-hashes everything written through it, so
+/// that a ciphertext file's hash is known without reading it back.
+pub struct HashingWriter<W: Write> {
+    inner: W,
+    hasher: blake3::Hasher,
+    len: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: blake3::Hasher::new(),
+            len: 0,
+        }
+    }
+    pub fn finish(self) -> (W, u64, [u8; 32]) {
+        (self.inner, self.len, *self.hasher.finalize().as_bytes())
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A vault directory on disk.
+#[derive(Clone, Debug)]
+pub struct VaultDir {
+    pub root: PathBuf,
+}
+
+impl VaultDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        VaultDir { root: root.into() }
+    }
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+    /// Opens an existing, complete vault (one with a manifest).
+    pub fn open(root: &Path) -> Result<Self> {
+        let md = fs::metadata(root).map_err(|e| {
+            Error::state(format!(
+                "{}: not a vault ({})",
+                root.display(),
+                crate::error::io_reason(&e)
+            ))
+        })?;
+        if !md.is_dir() {
+            return Err(Error::state(format!(
+                "{}: not a vault (not a directory)",
+                root.display()
+            )));
+        }
+        let v = VaultDir::new(root);
+        if !v.path(MANIFEST).exists() {
+            if v.path(SHARDS_DIR).exists() || v.path(CUSTODY_DIR).exists() {
+                return Err(Error::state(format!(
+                    "{}: incomplete vault: it has no signed manifest (pack did not finish)",
+                    root.display()
+                )));
+            }
+            return Err(Error::state(format!(
+                "{}: not a vault (no {MANIFEST})",
+                root.display()
+            )));
+        }
+        Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_file_leaves_nothing_when_dropped() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x");
+        {
+            let mut f = AtomicFile::create(&p, 0o600).unwrap();
+            f.write_all(b"half").unwrap();
+        }
+        assert!(!p.exists());
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 0);
+        write_atomic(&p, b"whole", 0o600).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"whole");
+        assert!(write_atomic(&p, b"again", 0o600).is_err());
+    }
+}

@@ -1,0 +1,386 @@
+//! `verify`: keyless (signature and ciphertext hashes) and deep (decrypt
+//! every shard, re-hash every record, rebuild the Merkle root, check the
+//! index against the shards). Every problem names the file and, when deep,
+//! the records affected; other records are still checked.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::index::{Entry, KeysReader, RecordsReader, TreeReader, ENTRY_LEN};
+use crate::lookup::Opened;
+use crate::manifest::{self, FileInfo, Loaded};
+use crate::merkle::{self, Hash};
+use crate::record;
+use crate::shard;
+use crate::vault::{self, VaultDir};
+
+#[derive(Serialize, Debug)]
+pub struct FileCheck {
+    pub path: String,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+#[derive(Serialize, Debug)]
+pub struct BadRecord {
+    pub ordinal: u64,
+    pub shard: String,
+    pub problem: String,
+}
+
+#[derive(Serialize, Debug, Default)]
+pub struct DeepReport {
+    pub records_checked: u64,
+    pub bytes_decrypted: u64,
+    pub bad_records: Vec<BadRecord>,
+    pub problems: Vec<String>,
+    pub root_ok: bool,
+    pub index_ok: bool,
+}
+
+#[derive(Serialize, Debug)]
+pub struct VerifyReport {
+    pub vault_id: String,
+    pub signature_ok: bool,
+    pub signer_fingerprint: String,
+    pub files: Vec<FileCheck>,
+    pub unexpected_files: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deep: Option<DeepReport>,
+    pub ok: bool,
+}
+
+fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {
+    let mut h = blake3::Hasher::new();
+    let f = fs::File::open(path)?;
+    h.update_reader(f)?;
+    Ok((h.count(), h.finalize().to_hex().to_string()))
+}
+
+fn check_file(root: &Path, f: &FileInfo) -> FileCheck {
+    let problem = match hash_file(&root.join(&f.path)) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("missing".to_string()),
+        Err(e) => Some(format!("unreadable ({})", crate::error::io_reason(&e))),
+        Ok((size, _)) if size != f.size => Some(format!("size {size}, manifest says {}", f.size)),
+        Ok((_, h)) if !constant_time_eq_str(&h, &f.blake3) => {
+            Some("BLAKE3 differs from the manifest".into())
+        }
+        Ok(_) => None,
+    };
+    FileCheck {
+        path: f.path.clone(),
+        ok: problem.is_none(),
+        problem,
+    }
+}
+
+fn constant_time_eq_str(a: &str, b: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+/// Files in the vault that the manifest does not list.
+fn unexpected(root: &Path, listed: &BTreeSet<&str>) -> Vec<String> {
+    let known_top = [vault::MANIFEST, vault::MANIFEST_SIG, vault::ALLOWED_SIGNERS];
+    let mut out = Vec::new();
+    for ent in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
+        let Ok(ent) = ent else { continue };
+        if ent.file_type().is_dir() {
+            continue;
+        }
+        let rel = ent
+            .path()
+            .strip_prefix(root)
+            .unwrap_or(ent.path())
+            .to_string_lossy()
+            .into_owned();
+        if !listed.contains(rel.as_str()) && !known_top.contains(&rel.as_str()) {
+            out.push(rel);
+        }
+    }
+    out
+}
+
+/// Keyless verification, using up to `jobs` threads for hashing.
+pub fn verify_keyless(dir: &VaultDir, loaded: &Loaded, jobs: usize) -> VerifyReport {
+    let m = &loaded.manifest;
+    let files = &m.files;
+    let jobs = jobs.max(1);
+    let mut checks: Vec<(usize, FileCheck)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..jobs)
+            .map(|j| {
+                s.spawn(move || {
+                    files
+                        .iter()
+                        .enumerate()
+                        .skip(j)
+                        .step_by(jobs)
+                        .map(|(i, f)| (i, check_file(&dir.root, f)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("hash thread"))
+            .collect()
+    });
+    checks.sort_by_key(|(i, _)| *i);
+    let listed: BTreeSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
+    let unexpected_files = unexpected(&dir.root, &listed);
+    let files: Vec<FileCheck> = checks.into_iter().map(|(_, c)| c).collect();
+    let ok = files.iter().all(|f| f.ok) && unexpected_files.is_empty();
+    VerifyReport {
+        vault_id: m.vault_id.clone(),
+        signature_ok: true,
+        signer_fingerprint: crate::keys::fingerprint(&loaded.signer),
+        files,
+        unexpected_files,
+        deep: None,
+        ok,
+    }
+}
+
+/// Sum of BLAKE3 of each entry, lane-wise mod 2^64: an order-independent
+/// digest of a multiset of index entries.
+#[derive(Default, PartialEq, Eq, Clone, Copy)]
+struct MultisetDigest([u64; 4]);
+
+impl MultisetDigest {
+    fn add(&mut self, e: &Entry) {
+        let mut b = [0u8; ENTRY_LEN];
+        e.encode(&mut b);
+        let h = blake3::hash(&b);
+        for (i, lane) in self.0.iter_mut().enumerate() {
+            *lane = lane.wrapping_add(u64::from_le_bytes(
+                h.as_bytes()[i * 8..i * 8 + 8].try_into().unwrap(),
+            ));
+        }
+    }
+    fn merge(&mut self, o: &MultisetDigest) {
+        for i in 0..4 {
+            self.0[i] = self.0[i].wrapping_add(o.0[i]);
+        }
+    }
+}
+
+struct ShardOutcome {
+    leaves: Vec<Option<Hash>>,
+    digest: MultisetDigest,
+    entries: u64,
+    bad: Vec<BadRecord>,
+    problems: Vec<String>,
+}
+
+fn deep_shard(o: &Opened, si: usize) -> ShardOutcome {
+    let m = &o.loaded.manifest;
+    let sh = &m.shards[si];
+    let mut out = ShardOutcome {
+        leaves: Vec::with_capacity(sh.records as usize),
+        digest: MultisetDigest::default(),
+        entries: 0,
+        bad: Vec::new(),
+        problems: Vec::new(),
+    };
+    let bad_all = |out: &mut ShardOutcome, why: String| {
+        for ord in sh.first_ordinal + out.leaves.len() as u64..sh.first_ordinal + sh.records {
+            out.bad.push(BadRecord {
+                ordinal: ord,
+                shard: sh.file.clone(),
+                problem: why.clone(),
+            });
+            out.leaves.push(None);
+        }
+    };
+    let mut records = match o
+        .open_file(vault::RECORDS_FILE)
+        .and_then(|r| RecordsReader::open(r, m.records))
+    {
+        Ok(r) => r,
+        Err(e) => {
+            bad_all(&mut out, format!("record table unreadable: {e}"));
+            return out;
+        }
+    };
+    let mut r = match o.open_file(&sh.file) {
+        Ok(r) => r,
+        Err(e) => {
+            bad_all(&mut out, e.to_string());
+            return out;
+        }
+    };
+    let mut expect_off = 0u64;
+    for ord in sh.first_ordinal..sh.first_ordinal + sh.records {
+        let res = (|| -> Result<(Hash, Vec<Entry>, u64)> {
+            let loc = records.get(ord)?;
+            if loc.shard as usize != si || loc.frame_offset != expect_off {
+                return Err(Error::integrity(
+                    "record table places it elsewhere".to_string(),
+                ));
+            }
+            let next = loc.frame_offset + loc.frame_len as u64;
+            let rec = shard::read_record(&mut r, &loc, ord)?;
+            let rh = record::record_hash(&rec.meta);
+            if !merkle::ct_eq(&rh, &loc.record_hash) {
+                return Err(Error::integrity("content does not match its record hash"));
+            }
+            let meta = record::parse_meta(&rec.meta)?;
+            let ih = blake3::hash(&rec.image);
+            if meta.ordinal != ord || ih.to_hex().as_str() != meta.image_blake3 {
+                return Err(Error::integrity(
+                    "image or position differs from its metadata",
+                ));
+            }
+            let f = record::fields_of(&meta);
+            let entries =
+                crate::pack::blind_entries(&o.key, ord, &meta.record_id, &f, ih.as_bytes());
+            Ok((rh, entries, next))
+        })();
+        match res {
+            Ok((rh, entries, next)) => {
+                out.leaves.push(Some(merkle::leaf_hash(&rh)));
+                for e in &entries {
+                    out.digest.add(e);
+                }
+                out.entries += entries.len() as u64;
+                expect_off = next;
+            }
+            Err(e) => {
+                out.bad.push(BadRecord {
+                    ordinal: ord,
+                    shard: sh.file.clone(),
+                    problem: e.msg,
+                });
+                out.leaves.push(None);
+                // Continue with the next record: its location comes from
+                // the record table, so one bad chunk costs only its records.
+                if let Ok(loc) = records.get(ord) {
+                    expect_off = loc.frame_offset + loc.frame_len as u64;
+                }
+            }
+        }
+    }
+    // The end-of-archive frame and nothing after it.
+    let mut tail = Vec::new();
+    let tail_res = (|| -> Result<()> {
+        use std::io::{Read, Seek, SeekFrom};
+        r.seek(SeekFrom::Start(expect_off))
+            .map_err(|e| Error::integrity(e.to_string()))?;
+        r.read_to_end(&mut tail)
+            .map_err(|e| Error::integrity(e.to_string()))?;
+        let z = shard::decompress_frame(&tail, 1024, "end-of-archive")?;
+        if z.iter().any(|&b| b != 0) {
+            return Err(Error::integrity(
+                "end-of-archive frame is not two zero blocks",
+            ));
+        }
+        Ok(())
+    })();
+    if let Err(e) = tail_res {
+        out.problems.push(format!(
+            "{}: end of shard damaged or extra data after the last record ({})",
+            sh.file, e.msg
+        ));
+    }
+    out
+}
+
+/// Deep verification with the vault key.
+pub fn verify_deep(o: &Opened, jobs: usize) -> Result<DeepReport> {
+    let m = &o.loaded.manifest;
+    let start_bytes = crate::crypt::bytes_read();
+    let n = m.shards.len();
+    let jobs = jobs.max(1);
+    let mut outcomes: Vec<(usize, ShardOutcome)> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..jobs)
+            .map(|j| {
+                s.spawn(move || {
+                    (j..n)
+                        .step_by(jobs)
+                        .map(|i| (i, deep_shard(o, i)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .flat_map(|h| h.join().expect("verify thread"))
+            .collect()
+    });
+    outcomes.sort_by_key(|(i, _)| *i);
+    let mut rep = DeepReport::default();
+    let mut digest = MultisetDigest::default();
+    let mut entries = 0u64;
+    let mut rb = merkle::RootBuilder::new();
+    let mut leaves_ok = true;
+    let mut computed: Vec<Option<Hash>> = Vec::with_capacity(m.records as usize);
+    for (_, oc) in outcomes {
+        digest.merge(&oc.digest);
+        entries += oc.entries;
+        rep.bad_records.extend(oc.bad);
+        rep.problems.extend(oc.problems);
+        computed.extend(oc.leaves);
+    }
+    rep.records_checked = computed.iter().filter(|l| l.is_some()).count() as u64;
+    // The stored tree must hold exactly the leaves computed from the shards.
+    let mut tree = TreeReader::open(o.open_file(vault::TREE_FILE)?, m.records)?;
+    let tree_res = tree.for_each_leaf(|i, h| {
+        if let Some(Some(c)) = computed.get(i as usize) {
+            if !merkle::ct_eq(c, &h) {
+                leaves_ok = false;
+            }
+        }
+        rb.push(h);
+        Ok(())
+    });
+    if let Err(e) = tree_res {
+        rep.problems
+            .push(format!("{}: {}", vault::TREE_FILE, e.msg));
+        leaves_ok = false;
+    }
+    rep.root_ok = leaves_ok && rb.count() == m.records && merkle::ct_eq(&rb.root(), &m.root()?);
+    if !rep.root_ok {
+        rep.problems
+            .push("Merkle root rebuilt from the vault differs from the signed root".into());
+    }
+    // Index: sorted, complete, and exactly the entries the records imply.
+    let mut keys = KeysReader::open(o.open_file(vault::KEYS_FILE)?, m.index.entries)?;
+    let mut got = MultisetDigest::default();
+    let mut count = 0u64;
+    let mut sorted = true;
+    let mut prev: Option<Entry> = None;
+    let keys_res = keys.for_each(|e| {
+        if prev.is_some_and(|p| p > e) {
+            sorted = false;
+        }
+        prev = Some(e);
+        got.add(&e);
+        count += 1;
+        Ok(())
+    });
+    if let Err(e) = keys_res {
+        rep.problems
+            .push(format!("{}: {}", vault::KEYS_FILE, e.msg));
+    }
+    let all_records_ok = rep.bad_records.is_empty();
+    rep.index_ok = sorted
+        && count == m.index.entries
+        && (!all_records_ok || (got == digest && entries == count));
+    if !rep.index_ok {
+        rep.problems.push(format!(
+            "{}: blind index does not match the records",
+            vault::KEYS_FILE
+        ));
+    }
+    rep.bytes_decrypted = crate::crypt::bytes_read() - start_bytes;
+    Ok(rep)
+}
+
+/// Loads and checks the manifest; a bad signature is reported, not thrown.
+pub fn load_for_verify(dir: &VaultDir, trusted: Option<&ssh_key::PublicKey>) -> Result<Loaded> {
+    manifest::load(dir, trusted)
+}
