@@ -177,3 +177,34 @@ pub fn unwrap_vault_key(
         .map_err(|e| Error::integrity(format!("{}: damaged ({e})", vault::VAULT_KEY_WRAP)))?;
     VaultKey::parse(&text)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_example_parses_with_labels() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("keys.example");
+        let r = parse_recipients(&p).unwrap();
+        assert_eq!(r.len(), 3);
+        assert_eq!(r[0].0.label, "legal-counsel");
+        assert_eq!(r[2].0.label, "dpo (hardware token)");
+        assert!(r[2].0.recipient.starts_with("ssh-ed25519 "));
+    }
+
+    #[test]
+    fn junk_and_duplicates_name_the_line() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("r");
+        std::fs::write(&p, "# c\n\nnot-a-key x\n").unwrap();
+        let e = parse_recipients(&p).err().unwrap();
+        assert!(e.msg.ends_with(":3: expected an age1… or ssh-ed25519 recipient"), "{}", e.msg);
+        let k = age::x25519::Identity::generate().to_public().to_string();
+        std::fs::write(&p, format!("{k} a\n{k} b\n")).unwrap();
+        assert!(parse_recipients(&p).err().unwrap().msg.contains(":2: the same custodian key is listed twice"));
+        std::fs::write(&p, "ssh-rsa AAAAB3NzaC1yc2E x\n").unwrap();
+        assert!(parse_recipients(&p).err().unwrap().msg.contains(":1: only age1"));
+        std::fs::write(&p, "# nothing\n").unwrap();
+        assert!(parse_recipients(&p).err().unwrap().msg.contains("no custodian"));
+    }
+}

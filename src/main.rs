@@ -58,8 +58,8 @@ enum Cmd {
         /// zstd level for record frames.
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(-7..=19))]
         zstd_level: i32,
-        /// Close a shard after this many image bytes.
-        #[arg(long, default_value_t = 1 << 30)]
+        /// Close a shard after this many image bytes (shards are packed and verified in parallel).
+        #[arg(long, default_value_t = 256 << 20)]
         shard_bytes: u64,
         /// Close a shard after this many records.
         #[arg(long, default_value_t = 65536)]

@@ -59,7 +59,7 @@ impl PackOptions {
                 .map(|n| n.get())
                 .unwrap_or(2),
             zstd_level: 3,
-            shard_bytes: 1 << 30,
+            shard_bytes: 256 << 20,
             shard_records: 65536,
             max_record_bytes: 1 << 30,
             progress: false,

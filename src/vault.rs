@@ -88,8 +88,9 @@ impl AtomicFile {
         drop(file);
         fs::rename(&self.tmp, &self.dest)
             .map_err(|e| Error::io(&self.dest, "cannot move into place", e))?;
-        if let Some(dir) = self.dest.parent() {
-            fsync_dir(dir)?;
+        match self.dest.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => fsync_dir(dir)?,
+            _ => fsync_dir(Path::new("."))?,
         }
         Ok(())
     }

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# kakuri benchmark: kakuri next to the `tar | zstd -T0 -3 | age` pipeline,
+# on the same synthetic input, in the same run.
+#
+#   bench/run.sh [COUNT] [IMAGE_SIZE] [WORKDIR]
+#   bench/run.sh 100000 65536 /var/tmp/kakuri-bench     # throughput
+#   bench/run.sh 1711756 4096 /var/tmp/kakuri-bench-full # the real record count
+#
+# Needs: a release build (built here), age, zstd, GNU tar, /usr/bin/time.
+# Page cache is warm for both sides (the input was just written); nothing
+# here drops caches. Prints a table: operation, kakuri, baseline, ratio, peak RSS.
+set -euo pipefail
+COUNT=${1:-100000}
+SIZE=${2:-65536}
+WORK=${3:-/var/tmp/kakuri-bench}
+LOOKUPS=${LOOKUPS:-21}
+cd "$(dirname "$0")/.."
+cargo build --release --quiet
+K=$PWD/target/release/kakuri
+for t in age age-keygen zstd tar /usr/bin/time; do
+  command -v "$t" >/dev/null || { echo "bench: $t is required" >&2; exit 2; }
+done
+rm -rf "$WORK"; mkdir -p "$WORK"; cd "$WORK"
+umask 077
+
+# run NAME CMD...: wall seconds and peak RSS (KiB) of the largest process
+run() {
+  local name=$1; shift
+  /usr/bin/time -f "%e %M" -o "$WORK/.time" "$@" >"$WORK/.out" 2>"$WORK/.err" || {
+    echo "bench: $name failed:" >&2; cat "$WORK/.err" >&2; exit 1; }
+  read -r WALL RSS <"$WORK/.time"
+}
+
+echo "# generating $COUNT records of ~$SIZE bytes in $WORK/input" >&2
+run synth "$K" synth --count "$COUNT" --image-size "$SIZE" --seed 7 --out input
+BYTES=$(du -sb input | cut -f1)
+"$K" keygen --identity custodian.key --signing-key operator >/dev/null
+RECIP=$(grep -o 'age1[0-9a-z]*' custodian.key | head -1)
+echo "$RECIP bench-custodian" > recipients.txt
+RETAIN=$(date -d '+365 days' +%F)
+
+# --- pack
+run kakuri-pack "$K" pack input --recipients recipients.txt --sign-key operator --retain-until "$RETAIN" --out vault
+PACK_K=$WALL; PACK_K_RSS=$RSS
+run baseline-pack bash -c "tar -cf - -C input . | zstd -q -T0 -3 | age -r $RECIP > baseline.tar.zst.age"
+PACK_B=$WALL; PACK_B_RSS=$RSS
+
+# --- one-record lookup (whole process, p50 of $LOOKUPS runs, distinct records)
+declare -a LT=()
+LK_RSS=0
+for i in $(seq 1 "$LOOKUPS"); do
+  n=$(( (i * 7919 * 104729) % COUNT ))
+  rid=$(printf 'rec-%08d' "$n")
+  s=$EPOCHREALTIME
+  "$K" lookup vault -i custodian.key --case BENCH --reason benchmark --record-id "$rid" >/dev/null 2>.err || { cat .err >&2; exit 1; }
+  e=$EPOCHREALTIME
+  LT+=("$(echo "$e - $s" | bc -l)")
+done
+run kakuri-lookup "$K" lookup vault -i custodian.key --case BENCH --reason benchmark --record-id "$rid"
+LK_RSS=$RSS
+LOOK_K=$(printf '%s\n' "${LT[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+# baseline: the pipeline has no index; finding one record means a full scan
+TARGET=$(python3 -c "import json,sys
+for l in open('input/records.jsonl'):
+    o=json.loads(l)
+    if o['record_id']=='rec-%08d' % ($COUNT//2): print(o['image']); break")
+run baseline-lookup bash -c "age -d -i custodian.key baseline.tar.zst.age | zstd -q -d | tar -xOf - './$TARGET' > /dev/null"
+LOOK_B=$WALL; LOOK_B_RSS=$RSS
+
+# --- deep verify vs decrypt+decompress of the same shards
+run kakuri-verify "$K" verify vault --deep -i custodian.key
+VER_K=$WALL; VER_K_RSS=$RSS
+mkdir -p /dev/shm/kakuri-bench.$$ && VK=/dev/shm/kakuri-bench.$$/vault.key
+age -d -i custodian.key vault/custody/vault-key.age > "$VK"
+run baseline-decrypt bash -c "for s in vault/shards/*.tar.zst.age; do age -d -i $VK \$s | zstd -q -d > /dev/null; done"
+VER_B=$WALL; VER_B_RSS=$RSS
+rm -rf /dev/shm/kakuri-bench.$$
+
+VAULT_BYTES=$(du -sb vault | cut -f1)
+mb() { echo "scale=1; $BYTES / 1000000 / $1" | bc -l; }
+ratio() { echo "scale=2; $1 / $2" | bc -l; }
+cat <<T
+
+kakuri benchmark: $COUNT records, $BYTES input bytes (~$SIZE B/image), $(nproc) cores, $(date -u +%F)
+| operation | kakuri | baseline (tar/zstd/age) | ratio (baseline/kakuri time) | kakuri peak RSS | baseline peak RSS |
+|---|---|---|---|---|---|
+| pack | ${PACK_K} s ($(mb "$PACK_K") MB/s) | ${PACK_B} s ($(mb "$PACK_B") MB/s) | $(ratio "$PACK_B" "$PACK_K")x | $((PACK_K_RSS/1024)) MiB | $((PACK_B_RSS/1024)) MiB |
+| one-record lookup (p50 of $LOOKUPS, whole process) | $(printf '%.1f' "$(echo "$LOOK_K*1000" | bc -l)") ms | ${LOOK_B} s (full scan) | $(ratio "$LOOK_B" "$LOOK_K")x | $((LK_RSS/1024)) MiB | $((LOOK_B_RSS/1024)) MiB |
+| deep verify / decrypt+decompress all shards | ${VER_K} s ($(mb "$VER_K") MB/s) | ${VER_B} s ($(mb "$VER_B") MB/s) | $(ratio "$VER_B" "$VER_K")x | $((VER_K_RSS/1024)) MiB | $((VER_B_RSS/1024)) MiB |
+
+vault size: $VAULT_BYTES bytes ($(ratio "$VAULT_BYTES" "$BYTES")x input); baseline archive: $(stat -c %s baseline.tar.zst.age) bytes
+T
