@@ -70,6 +70,10 @@ impl VaultKey {
         ))
     }
 
+    pub fn identity(&self) -> &age::x25519::Identity {
+        &self.identity
+    }
+
     pub fn recipient(&self) -> age::x25519::Recipient {
         self.identity.to_public()
     }

@@ -198,13 +198,30 @@ mod tests {
         let p = d.path().join("r");
         std::fs::write(&p, "# c\n\nnot-a-key x\n").unwrap();
         let e = parse_recipients(&p).err().unwrap();
-        assert!(e.msg.ends_with(":3: expected an age1… or ssh-ed25519 recipient"), "{}", e.msg);
+        assert!(
+            e.msg
+                .ends_with(":3: expected an age1… or ssh-ed25519 recipient"),
+            "{}",
+            e.msg
+        );
         let k = age::x25519::Identity::generate().to_public().to_string();
         std::fs::write(&p, format!("{k} a\n{k} b\n")).unwrap();
-        assert!(parse_recipients(&p).err().unwrap().msg.contains(":2: the same custodian key is listed twice"));
+        assert!(parse_recipients(&p)
+            .err()
+            .unwrap()
+            .msg
+            .contains(":2: the same custodian key is listed twice"));
         std::fs::write(&p, "ssh-rsa AAAAB3NzaC1yc2E x\n").unwrap();
-        assert!(parse_recipients(&p).err().unwrap().msg.contains(":1: only age1"));
+        assert!(parse_recipients(&p)
+            .err()
+            .unwrap()
+            .msg
+            .contains(":1: only age1"));
         std::fs::write(&p, "# nothing\n").unwrap();
-        assert!(parse_recipients(&p).err().unwrap().msg.contains("no custodian"));
+        assert!(parse_recipients(&p)
+            .err()
+            .unwrap()
+            .msg
+            .contains("no custodian"));
     }
 }

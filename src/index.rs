@@ -140,19 +140,36 @@ pub fn keys_layout(entries: u64) -> (u64, Vec<u64>) {
     (p0, levels)
 }
 
-/// Writes keys.age from entries sorted by (key, ordinal).
-pub fn write_keys<W: Write>(w: &mut W, sorted: &[Entry]) -> std::io::Result<()> {
-    debug_assert!(sorted.windows(2).all(|p| p[0] <= p[1]));
-    w.write_all(&header(KEYS_MAGIC, ENTRY_LEN as u32))?;
+/// Writes keys.age from entries sorted by (key, ordinal); returns the count.
+pub fn write_keys<W: Write>(w: &mut W, sorted: impl Iterator<Item = Result<Entry>>) -> Result<u64> {
+    let io = |e| Error::io_ctx("cannot write index/keys.age", e);
+    w.write_all(&header(KEYS_MAGIC, ENTRY_LEN as u32))
+        .map_err(io)?;
     let mut page = vec![0u8; PAGE];
     let mut firsts: Vec<BlindKey> = Vec::new();
-    for chunk in sorted.chunks(ENTRIES_PER_PAGE) {
-        page.fill(0);
-        for (i, e) in chunk.iter().enumerate() {
-            e.encode(&mut page[i * ENTRY_LEN..]);
+    let mut in_page = 0usize;
+    let mut count = 0u64;
+    let mut prev: Option<Entry> = None;
+    for e in sorted {
+        let e = e?;
+        if prev.is_some_and(|p| p > e) {
+            return Err(Error::internal("index entries out of order"));
         }
-        firsts.push(chunk[0].key);
-        w.write_all(&page)?;
+        prev = Some(e);
+        if in_page == 0 {
+            firsts.push(e.key);
+        }
+        e.encode(&mut page[in_page * ENTRY_LEN..]);
+        in_page += 1;
+        count += 1;
+        if in_page == ENTRIES_PER_PAGE {
+            w.write_all(&page).map_err(io)?;
+            page.fill(0);
+            in_page = 0;
+        }
+    }
+    if in_page > 0 {
+        w.write_all(&page).map_err(io)?;
     }
     while firsts.len() > 1 {
         let mut next = Vec::new();
@@ -162,11 +179,167 @@ pub fn write_keys<W: Write>(w: &mut W, sorted: &[Entry]) -> std::io::Result<()> 
                 page[i * KEY_LEN..(i + 1) * KEY_LEN].copy_from_slice(k);
             }
             next.push(chunk[0]);
-            w.write_all(&page)?;
+            w.write_all(&page).map_err(io)?;
         }
         firsts = next;
     }
-    Ok(())
+    Ok(count)
+}
+
+/// Sorts blind-index entries in bounded memory: runs of at most
+/// `run_entries` are sorted and spilled, age-encrypted to the vault key,
+/// to `index/.sort-N.tmp`, then merged. Nothing but keyed hashes and
+/// ordinals is ever spilled, and only encrypted.
+pub struct EntrySorter<'a> {
+    dir: std::path::PathBuf,
+    key: &'a crate::crypt::VaultKey,
+    buf: Vec<Entry>,
+    run_entries: usize,
+    runs: Vec<std::path::PathBuf>,
+    pub count: u64,
+}
+
+impl<'a> EntrySorter<'a> {
+    pub fn new(dir: &std::path::Path, key: &'a crate::crypt::VaultKey, run_entries: usize) -> Self {
+        EntrySorter {
+            dir: dir.to_path_buf(),
+            key,
+            buf: Vec::new(),
+            run_entries: run_entries.max(1),
+            runs: Vec::new(),
+            count: 0,
+        }
+    }
+
+    pub fn push(&mut self, e: Entry) -> Result<()> {
+        if self.buf.capacity() == 0 {
+            self.buf.reserve_exact(self.run_entries);
+        }
+        self.buf.push(e);
+        self.count += 1;
+        if self.buf.len() >= self.run_entries {
+            self.spill()?;
+        }
+        Ok(())
+    }
+
+    fn spill(&mut self) -> Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.buf.sort_unstable();
+        let path = self.dir.join(format!(".sort-{}.tmp", self.runs.len()));
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| Error::io(&path, "cannot create", e))?;
+        self.runs.push(path.clone());
+        let recipient = self.key.recipient();
+        let mut w = crate::crypt::encrypt_stream(
+            &[&recipient],
+            std::io::BufWriter::with_capacity(1 << 20, f),
+        )?;
+        let mut b = [0u8; ENTRY_LEN];
+        let io = |e| Error::io(&path, "cannot write", e);
+        for e in &self.buf {
+            e.encode(&mut b);
+            w.write_all(&b).map_err(io)?;
+        }
+        w.finish().and_then(|mut b| b.flush()).map_err(io)?;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// All entries in order. Spilled runs are removed when the iterator is dropped.
+    pub fn finish(mut self) -> Result<SortedEntries> {
+        if self.runs.is_empty() {
+            self.buf.sort_unstable();
+            return Ok(SortedEntries::Memory(
+                std::mem::take(&mut self.buf).into_iter(),
+            ));
+        }
+        if !self.buf.is_empty() {
+            self.spill()?;
+        }
+        self.buf = Vec::new();
+        let mut readers = Vec::new();
+        let mut heap = std::collections::BinaryHeap::new();
+        for (i, p) in self.runs.iter().enumerate() {
+            let f = std::fs::File::open(p).map_err(|e| Error::io(p, "cannot reopen", e))?;
+            let d = age::Decryptor::new_buffered(std::io::BufReader::with_capacity(1 << 16, f))
+                .map_err(|e| Error::integrity(format!("sort run: {e}")))?;
+            let r = d
+                .decrypt(std::iter::once(self.key.identity() as &dyn age::Identity))
+                .map_err(|e| Error::integrity(format!("sort run: {e}")))?;
+            let mut r = std::io::BufReader::with_capacity(1 << 16, r);
+            if let Some(e) = read_entry(&mut r)? {
+                heap.push(std::cmp::Reverse((e, i)));
+            }
+            readers.push(r);
+        }
+        Ok(SortedEntries::Merge {
+            heap,
+            readers,
+            runs: std::mem::take(&mut self.runs),
+        })
+    }
+}
+
+impl Drop for EntrySorter<'_> {
+    fn drop(&mut self) {
+        for p in &self.runs {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+type RunReader = std::io::BufReader<age::stream::StreamReader<std::io::BufReader<std::fs::File>>>;
+
+fn read_entry(r: &mut RunReader) -> Result<Option<Entry>> {
+    use std::io::Read;
+    let mut b = [0u8; ENTRY_LEN];
+    match r.read_exact(&mut b) {
+        Ok(()) => Ok(Some(Entry::decode(&b))),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+        Err(e) => Err(Error::io_ctx("cannot read a sort run", e)),
+    }
+}
+
+pub enum SortedEntries {
+    Memory(std::vec::IntoIter<Entry>),
+    Merge {
+        heap: std::collections::BinaryHeap<std::cmp::Reverse<(Entry, usize)>>,
+        readers: Vec<RunReader>,
+        runs: Vec<std::path::PathBuf>,
+    },
+}
+
+impl Iterator for SortedEntries {
+    type Item = Result<Entry>;
+    fn next(&mut self) -> Option<Result<Entry>> {
+        match self {
+            SortedEntries::Memory(it) => it.next().map(Ok),
+            SortedEntries::Merge { heap, readers, .. } => {
+                let std::cmp::Reverse((e, i)) = heap.pop()?;
+                match read_entry(&mut readers[i]) {
+                    Ok(Some(n)) => heap.push(std::cmp::Reverse((n, i))),
+                    Ok(None) => {}
+                    Err(err) => return Some(Err(err)),
+                }
+                Some(Ok(e))
+            }
+        }
+    }
+}
+
+impl Drop for SortedEntries {
+    fn drop(&mut self) {
+        if let SortedEntries::Merge { runs, .. } = self {
+            for p in runs.iter() {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
 }
 
 /// Reads the blind index.
@@ -504,6 +677,30 @@ mod tests {
         let (p0, d) = keys_layout(4 * 1_711_756);
         assert_eq!(p0, 2509);
         assert_eq!(d, vec![1]);
+    }
+
+    #[test]
+    fn sorter_spills_merges_and_cleans_up() {
+        let d = tempfile::tempdir().unwrap();
+        let key = crate::crypt::VaultKey::generate();
+        let mut want = Vec::new();
+        let mut s = EntrySorter::new(d.path(), &key, 1000);
+        for i in 0..5500u64 {
+            let h = blake3::hash(&(i % 4000).to_le_bytes());
+            let mut k = [0u8; KEY_LEN];
+            k.copy_from_slice(&h.as_bytes()[..KEY_LEN]);
+            let e = Entry { key: k, ordinal: i };
+            want.push(e);
+            s.push(e).unwrap();
+        }
+        want.sort();
+        let got: Vec<Entry> = s.finish().unwrap().map(|e| e.unwrap()).collect();
+        assert_eq!(got, want);
+        assert_eq!(
+            std::fs::read_dir(d.path()).unwrap().count(),
+            0,
+            "runs removed"
+        );
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub struct PackOptions {
     /// …or this many records.
     pub shard_records: u64,
     pub max_record_bytes: u64,
+    /// Blind-index entries sorted in memory before spilling a run (24 bytes each).
+    pub sort_run_entries: usize,
     pub progress: bool,
 }
 
@@ -62,6 +64,7 @@ impl PackOptions {
             shard_bytes: 256 << 20,
             shard_records: 65536,
             max_record_bytes: 1 << 30,
+            sort_run_entries: 1 << 20,
             progress: false,
         }
     }
@@ -189,7 +192,7 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
     let records_file = EncryptedFile::create(root, vault::RECORDS_FILE, &key)?;
     let tree_file = EncryptedFile::create(root, vault::TREE_FILE, &key)?;
 
-    let outcome: Result<(CollectorOut, u64)> = std::thread::scope(|s| {
+    let outcome: Result<(CollectorOut<'_>, u64)> = std::thread::scope(|s| {
         for _ in 0..jobs {
             let job_rx = Arc::clone(&job_rx);
             let done_tx = done_tx.clone();
@@ -215,7 +218,9 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
             });
         }
         drop(done_tx);
-        let collector = s.spawn(move || collect(done_rx, records_file, tree_file));
+        let sorter =
+            index::EntrySorter::new(&root.join(vault::INDEX_DIR), &key, opts.sort_run_entries);
+        let collector = s.spawn(move || collect(done_rx, records_file, tree_file, sorter));
 
         // Dispatch: cut the input into shards of contiguous ordinals.
         let dispatch = (|| -> Result<u64> {
@@ -285,7 +290,7 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
     let CollectorOut {
         records,
         image_bytes,
-        mut entries,
+        entries,
         doc_types,
         shards,
         shard_files,
@@ -298,10 +303,8 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
         .finish()?;
     let (tree_w, root_hash) = tree_w.finish()?;
     let tree_info = tree_w.finish()?;
-    entries.sort_unstable();
     let mut keys_file = EncryptedFile::create(root, vault::KEYS_FILE, &key)?;
-    index::write_keys(&mut keys_file, &entries)
-        .map_err(|e| Error::io_ctx("cannot write index/keys.age", e))?;
+    let entry_count = index::write_keys(&mut keys_file, entries.finish()?)?;
     let keys_info = keys_file.finish()?;
 
     let wrap_path = root.join(vault::VAULT_KEY_WRAP);
@@ -334,7 +337,7 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
             keys: vault::KEYS_FILE.into(),
             records: vault::RECORDS_FILE.into(),
             tree: vault::TREE_FILE.into(),
-            entries: entries.len() as u64,
+            entries: entry_count,
             page: index::PAGE as u32,
             tree_tile: crate::merkle::TILE as u32,
         },
@@ -488,10 +491,10 @@ fn seal_shard(
     })
 }
 
-struct CollectorOut {
+struct CollectorOut<'a> {
     records: u64,
     image_bytes: u64,
-    entries: Vec<Entry>,
+    entries: index::EntrySorter<'a>,
     doc_types: BTreeMap<String, u64>,
     shards: Vec<ShardInfo>,
     shard_files: Vec<FileInfo>,
@@ -501,18 +504,19 @@ struct CollectorOut {
 
 /// Takes finished shards in shard order and streams the record table and
 /// the tree's leaf level; only the blind-index entries stay in memory.
-fn collect(
+fn collect<'a>(
     rx: mpsc::Receiver<Result<ShardDone>>,
     records_file: EncryptedFile,
     tree_file: EncryptedFile,
-) -> Result<CollectorOut> {
+    sorter: index::EntrySorter<'a>,
+) -> Result<CollectorOut<'a>> {
     let io = |e| Error::io_ctx("cannot write the index", e);
     let mut pending: BTreeMap<u32, ShardDone> = BTreeMap::new();
     let mut next = 0u32;
     let mut out = CollectorOut {
         records: 0,
         image_bytes: 0,
-        entries: Vec::new(),
+        entries: sorter,
         doc_types: BTreeMap::new(),
         shards: Vec::new(),
         shard_files: Vec::new(),
@@ -543,7 +547,9 @@ fn collect(
             }
             out.records += d.locs.len() as u64;
             out.image_bytes += d.image_bytes;
-            out.entries.extend(d.entries);
+            for e in d.entries {
+                out.entries.push(e)?;
+            }
             for (k, v) in d.doc_types {
                 *out.doc_types.entry(k).or_default() += v;
             }

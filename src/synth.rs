@@ -4,8 +4,9 @@
 //! [`generate`] writes `DIR/records.jsonl` plus one JPEG-like image per
 //! record under `DIR/images/`, shaped like the real case: a mix of driver's
 //! licences, health insurance cards, passports and My Number cards, some
-//! members with two documents, Japanese names, withdrawn members, the odd
-//! unknown field, and a few awkward file names (Japanese, long, spaces).
+//! members with two documents (same name and birth date on both), Japanese
+//! names, withdrawn members, the odd unknown field, and a few awkward file
+//! names (Japanese, long, spaces).
 //!
 //! Everything is a pure function of `(seed, i)` per record: each record `i`
 //! draws from its own PRNG derived from the seed and `i`, and its member is
@@ -82,8 +83,8 @@ pub const MAX_COUNT: u64 = 100_000_000;
 pub const MIN_IMAGE_SIZE: u64 = 64;
 
 /// Whether record `i` is a member's second document, i.e. shares its
-/// `member_id` with record `i - 1` (every tenth record: 1 in 9 members has
-/// two documents).
+/// `member_id` (and name and birth date) with record `i - 1`: every tenth
+/// record, so 1 in 9 members (11%) has two documents.
 pub fn is_second_document(i: u64) -> bool {
     i % 10 == 9
 }
@@ -181,11 +182,13 @@ fn mix64(mut z: u64) -> u64 {
 
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
 
-/// Independent PRNG streams of one record.
+/// Independent PRNG streams: a record's metadata and image (keyed by record
+/// number), a member's name and birth date (keyed by member number), and the
+/// document-number permutation.
 const STREAM_META: u64 = 1;
 const STREAM_IMAGE: u64 = 2;
-/// Key of the document-number permutation.
 const STREAM_PERM: u64 = 3;
+const STREAM_MEMBER: u64 = 4;
 
 /// xoshiro256**, seeded through SplitMix64.
 struct Rng([u64; 4]);
@@ -432,22 +435,21 @@ impl Draw {
     }
 }
 
-/// Draws record `i`. The order of the draws below is part of the output
-/// format: changing it changes every generated set.
+/// Draws record `i`. The order of the draws below is part of the output:
+/// changing it changes every generated set.
 fn draw(spec: &SynthSpec, i: u64) -> Draw {
-    let mut rng = Rng::new(spec.seed, i, STREAM_META);
+    let member = member_number(i);
     let record_id = format!("rec-{i:08}");
-    let member_id = format!("M{:08}", member_number(i));
-    let doc_type = DocType::draw(&mut rng);
-    let document_number = document_number(&mut rng, doc_type, permute(spec.seed, i));
+    let member_id = format!("M{member:08}");
 
-    let (surname_kanji, surname_kana) = *rng.pick(SURNAMES);
-    let (given_kanji, given_kana) = *rng.pick(GIVEN_NAMES);
+    // The person: drawn per member, so both documents of a member agree.
+    let mut person = Rng::new(spec.seed, member, STREAM_MEMBER);
+    let (surname_kanji, surname_kana) = *person.pick(SURNAMES);
+    let (given_kanji, given_kana) = *person.pick(GIVEN_NAMES);
     let name_kana = format!("{surname_kana} {given_kana}");
-
     let first = date!(1940 - 01 - 01).to_julian_day();
     let last = date!(2004 - 12 - 31).to_julian_day();
-    let birth = Date::from_julian_day(rng.range(0, (last - first) as u64) as i32 + first)
+    let birth = Date::from_julian_day(person.range(0, (last - first) as u64) as i32 + first)
         .expect("date in range");
     let birth_date = format!(
         "{:04}-{:02}-{:02}",
@@ -455,6 +457,11 @@ fn draw(spec: &SynthSpec, i: u64) -> Draw {
         birth.month() as u8,
         birth.day()
     );
+
+    // The document.
+    let mut rng = Rng::new(spec.seed, i, STREAM_META);
+    let doc_type = DocType::draw(&mut rng);
+    let document_number = document_number(&mut rng, doc_type, permute(spec.seed, i));
 
     let from = datetime!(2011-01-01 00:00 +9);
     let span = (datetime!(2022-01-01 00:00 +9) - from).whole_seconds() as u64;
@@ -879,6 +886,11 @@ mod tests {
         assert!((0.09..0.13).contains(&share), "{share}");
         assert_eq!(record(&s, 9).member_id, record(&s, 8).member_id);
         assert_ne!(record(&s, 10).member_id, record(&s, 9).member_id);
+        for i in (9..s.count).step_by(10) {
+            let (a, b) = (draw(&s, i - 1), draw(&s, i));
+            assert_eq!((a.name_kana, a.birth_date), (b.name_kana, b.birth_date));
+            assert_ne!(a.document_number, b.document_number);
+        }
     }
 
     #[test]
