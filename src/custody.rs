@@ -1,8 +1,17 @@
 //! Custody of the per-vault key: the custodians' recipients file, wrapping
-//! the vault key for them, and unwrapping it with their identities.
+//! the vault key for them (any one custodian, or k of n with Shamir shares),
+//! unwrapping it with their identities, and re-wrapping for a new set.
 //!
 //! Recipients file: one custodian per line, `#` starts a comment.
 //! `age1… [label]` or `ssh-ed25519 AAAA… [label]`.
+//!
+//! Any-one: `custody/gG-vault-key.age`, the vault key file age-encrypted to
+//! every custodian. k-of-n: `custody/gG-share-NN.age`, one Shamir share
+//! (GF(256), `blahaj`) of the vault key per custodian, age-encrypted to that
+//! custodian alone. The signed manifest holds BLAKE3 of each share's
+//! plaintext, so a share from another vault or an altered one is named
+//! before anything is combined, and `key_check` confirms the combined key.
+//! `G` is the custody generation, raised by every rewrap.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -13,7 +22,9 @@ use zeroize::Zeroizing;
 
 use crate::crypt::VaultKey;
 use crate::error::{Error, Result};
-use crate::vault::{self, AtomicFile};
+use crate::vault::AtomicFile;
+
+pub const SHARE_FORMAT: &str = "kakuri-share-v1";
 
 /// One custodian, as recorded (public information only) in the manifest.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -23,15 +34,34 @@ pub struct Custodian {
     pub recipient: String,
 }
 
+/// One k-of-n share file.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ShareInfo {
+    pub file: String,
+    /// Label of the custodian it is encrypted to.
+    pub custodian: String,
+    /// BLAKE3 of the share file's plaintext.
+    pub commitment: String,
+}
+
 /// The manifest's custody section.
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct CustodyInfo {
-    /// "any-one": any one custodian's identity unwraps the vault key.
+    /// "any-one" or "threshold".
     pub scheme: String,
+    /// Custodians needed to open the vault (1 for any-one).
     pub threshold: u32,
+    /// Raised by every rewrap; part of the wrap file names.
+    pub generation: u32,
     pub custodians: Vec<Custodian>,
-    /// Files holding the wrapped key (relative to the vault).
+    /// Files holding the wrapped key or its shares (relative to the vault).
     pub wraps: Vec<String>,
+    /// Threshold scheme: one entry per share file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shares: Vec<ShareInfo>,
+    /// BLAKE3 derive_key("kakuri 2026-11 vault key check v1", vault key
+    /// file secret line): confirms an unwrapped or combined key.
+    pub key_check: String,
 }
 
 pub enum ParsedRecipient {
@@ -113,69 +143,247 @@ pub fn parse_recipients(path: &Path) -> Result<Vec<(Custodian, ParsedRecipient)>
     Ok(out)
 }
 
-/// Writes `custody/vault-key.age`: the vault key, encrypted to every custodian.
-pub fn wrap_vault_key(
+fn key_check(key: &VaultKey) -> String {
+    hex::encode(*key.derive("kakuri 2026-11 vault key check v1"))
+}
+
+/// What [`wrap`] wrote (files are in place, synced).
+pub struct Wrapped {
+    pub info: CustodyInfo,
+    /// (relative path, size, BLAKE3 of ciphertext) of each wrap file.
+    pub files: Vec<crate::manifest::FileInfo>,
+}
+
+fn write_age_file(
+    root: &Path,
+    rel: &str,
+    recipients: &[&dyn age::Recipient],
+    plain: &[u8],
+) -> Result<crate::manifest::FileInfo> {
+    let path = root.join(rel);
+    let file = AtomicFile::create(&path, 0o600)?;
+    let hw = crate::vault::HashingWriter::new(file);
+    let mut w = crate::crypt::encrypt_stream(recipients, hw)?;
+    w.write_all(plain)
+        .map_err(|e| Error::io(&path, "cannot write", e))?;
+    let hw = w
+        .finish()
+        .map_err(|e| Error::io(&path, "cannot write", e))?;
+    let (file, size, hash) = hw.finish();
+    file.commit()?;
+    Ok(crate::manifest::FileInfo {
+        path: rel.to_string(),
+        size,
+        blake3: hex::encode(hash),
+    })
+}
+
+/// Wraps the vault key for `recipients`: any one of them (threshold 1) or
+/// any `threshold` of them (Shamir shares).
+pub fn wrap(
     vault_root: &Path,
     key: &VaultKey,
     vault_id: &str,
     recipients: &[(Custodian, ParsedRecipient)],
-) -> Result<CustodyInfo> {
-    let path = vault_root.join(vault::VAULT_KEY_WRAP);
-    let file = AtomicFile::create(&path, 0o600)?;
-    let dyns: Vec<&dyn age::Recipient> = recipients.iter().map(|(_, r)| r.as_dyn()).collect();
-    let mut w = crate::crypt::encrypt_stream(&dyns, file)?;
-    w.write_all(key.to_file_text(vault_id).as_bytes())
-        .map_err(|e| Error::io(&path, "cannot write", e))?;
-    let file = w
-        .finish()
-        .map_err(|e| Error::io(&path, "cannot write", e))?;
-    file.commit()?;
-    Ok(CustodyInfo {
-        scheme: "any-one".into(),
-        threshold: 1,
-        custodians: recipients.iter().map(|(c, _)| c.clone()).collect(),
-        wraps: vec![vault::VAULT_KEY_WRAP.into()],
+    threshold: u32,
+    generation: u32,
+) -> Result<Wrapped> {
+    let n = recipients.len() as u32;
+    if threshold == 0 || threshold > n {
+        return Err(Error::usage(format!(
+            "--threshold {threshold} needs between 1 and {n} custodians (the recipients file lists {n})"
+        )));
+    }
+    if n > 255 {
+        return Err(Error::usage("at most 255 custodians"));
+    }
+    let custodians: Vec<Custodian> = recipients.iter().map(|(c, _)| c.clone()).collect();
+    if threshold == 1 {
+        let rel = format!("custody/g{generation}-vault-key.age");
+        let dyns: Vec<&dyn age::Recipient> = recipients.iter().map(|(_, r)| r.as_dyn()).collect();
+        let f = write_age_file(
+            vault_root,
+            &rel,
+            &dyns,
+            key.to_file_text(vault_id).as_bytes(),
+        )?;
+        return Ok(Wrapped {
+            info: CustodyInfo {
+                scheme: "any-one".into(),
+                threshold: 1,
+                generation,
+                custodians,
+                wraps: vec![rel],
+                shares: Vec::new(),
+                key_check: key_check(key),
+            },
+            files: vec![f],
+        });
+    }
+    let secret = key.to_file_text(vault_id);
+    let dealer = blahaj::Sharks(threshold as u8).dealer(secret.as_bytes());
+    let mut files = Vec::new();
+    let mut shares = Vec::new();
+    for (i, ((c, r), share)) in recipients.iter().zip(dealer).enumerate() {
+        let bytes = Zeroizing::new(Vec::<u8>::from(&share));
+        let plain = Zeroizing::new(
+            serde_json::to_vec(&serde_json::json!({
+                "format": SHARE_FORMAT,
+                "vault_id": vault_id,
+                "generation": generation,
+                "threshold": threshold,
+                "shares": n,
+                "index": i + 1,
+                "share": hex::encode(&*bytes),
+            }))
+            .expect("share serializes"),
+        );
+        let rel = format!("custody/g{generation}-share-{:02}.age", i + 1);
+        files.push(write_age_file(vault_root, &rel, &[r.as_dyn()], &plain)?);
+        shares.push(ShareInfo {
+            file: rel,
+            custodian: c.label.clone(),
+            commitment: blake3::hash(&plain).to_hex().to_string(),
+        });
+    }
+    Ok(Wrapped {
+        info: CustodyInfo {
+            scheme: "threshold".into(),
+            threshold,
+            generation,
+            custodians,
+            wraps: shares.iter().map(|s| s.file.clone()).collect(),
+            shares,
+            key_check: key_check(key),
+        },
+        files,
     })
 }
 
-/// Unwraps the vault key with the custodians' identities.
-pub fn unwrap_vault_key(
+enum Unwrapped {
+    NotMine,
+    Plain(Zeroizing<Vec<u8>>),
+}
+
+fn try_decrypt(
     vault_root: &Path,
+    rel: &str,
     identities: &[Box<dyn age::Identity>],
-) -> Result<VaultKey> {
-    let path = vault_root.join(vault::VAULT_KEY_WRAP);
+) -> Result<Unwrapped> {
+    let path = vault_root.join(rel);
     let f = std::fs::File::open(&path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             Error::state(format!(
-                "{}: the wrapped vault key is gone (was the vault destroyed?)",
-                vault::VAULT_KEY_WRAP
+                "{rel}: the wrapped vault key is gone (was the vault destroyed?)"
             ))
         } else {
             Error::io(&path, "cannot open", e)
         }
     })?;
-    let d = age::Decryptor::new_buffered(std::io::BufReader::new(f)).map_err(|e| {
-        Error::integrity(format!(
-            "{}: not a valid age file ({e})",
-            vault::VAULT_KEY_WRAP
-        ))
-    })?;
-    let mut r = d
-        .decrypt(identities.iter().map(|i| i.as_ref() as &dyn age::Identity))
-        .map_err(|e| match e {
-            age::DecryptError::NoMatchingKeys => Error::key(format!(
-                "none of the given identities is a custodian of this vault ({})",
-                vault::VAULT_KEY_WRAP
-            )),
-            e => Error::integrity(format!(
-                "{}: cannot unwrap the vault key ({e})",
-                vault::VAULT_KEY_WRAP
-            )),
-        })?;
-    let mut text = Zeroizing::new(String::new());
-    r.read_to_string(&mut text)
-        .map_err(|e| Error::integrity(format!("{}: damaged ({e})", vault::VAULT_KEY_WRAP)))?;
-    VaultKey::parse(&text)
+    let d = age::Decryptor::new_buffered(std::io::BufReader::new(f))
+        .map_err(|e| Error::integrity(format!("{rel}: not a valid age file ({e})")))?;
+    let mut r = match d.decrypt(identities.iter().map(|i| i.as_ref() as &dyn age::Identity)) {
+        Ok(r) => r,
+        Err(age::DecryptError::NoMatchingKeys) => return Ok(Unwrapped::NotMine),
+        Err(e) => return Err(Error::integrity(format!("{rel}: cannot unwrap ({e})"))),
+    };
+    let mut plain = Zeroizing::new(Vec::new());
+    r.read_to_end(&mut plain)
+        .map_err(|e| Error::integrity(format!("{rel}: damaged ({e})")))?;
+    Ok(Unwrapped::Plain(plain))
+}
+
+/// Unwraps (or combines) the vault key with the custodians' identities.
+pub fn unwrap(
+    vault_root: &Path,
+    info: &CustodyInfo,
+    vault_id: &str,
+    identities: &[Box<dyn age::Identity>],
+) -> Result<VaultKey> {
+    let key = if info.scheme == "any-one" {
+        let rel = info
+            .wraps
+            .first()
+            .ok_or_else(|| Error::integrity("manifest: custody lists no wrap file"))?;
+        match try_decrypt(vault_root, rel, identities)? {
+            Unwrapped::NotMine => {
+                return Err(Error::key(format!(
+                    "none of the given identities is a custodian of this vault ({rel})"
+                )))
+            }
+            Unwrapped::Plain(p) => {
+                let text = std::str::from_utf8(&p)
+                    .map_err(|_| Error::integrity(format!("{rel}: not a vault key")))?;
+                VaultKey::parse(text)?
+            }
+        }
+    } else if info.scheme == "threshold" {
+        let mut got: Vec<(usize, blahaj::Share)> = Vec::new();
+        for (i, s) in info.shares.iter().enumerate() {
+            let plain = match try_decrypt(vault_root, &s.file, identities)? {
+                Unwrapped::NotMine => continue,
+                Unwrapped::Plain(p) => p,
+            };
+            let altered = || {
+                Error::integrity(format!(
+                    "{}: share is altered or belongs to another vault (it does not match the signed manifest)",
+                    s.file
+                ))
+            };
+            if blake3::hash(&plain).to_hex().as_str() != s.commitment {
+                return Err(altered());
+            }
+            #[derive(Deserialize)]
+            struct ShareFile {
+                format: String,
+                vault_id: String,
+                index: usize,
+                share: String,
+            }
+            let sf: ShareFile = serde_json::from_slice(&plain).map_err(|_| altered())?;
+            if sf.format != SHARE_FORMAT || sf.vault_id != vault_id || sf.index != i + 1 {
+                return Err(altered());
+            }
+            let bytes = Zeroizing::new(hex::decode(&sf.share).map_err(|_| altered())?);
+            let share = blahaj::Share::try_from(&bytes[..]).map_err(|_| altered())?;
+            got.push((i, share));
+        }
+        let k = info.threshold as usize;
+        if got.len() < k {
+            let have: Vec<&str> = got
+                .iter()
+                .map(|(i, _)| info.shares[*i].custodian.as_str())
+                .collect();
+            return Err(Error::key(format!(
+                "this vault needs {k} of {} custodians; the given identities open {} share(s){}: {} more needed",
+                info.shares.len(),
+                got.len(),
+                if have.is_empty() { String::new() } else { format!(" ({})", have.join(", ")) },
+                k - got.len()
+            )));
+        }
+        let shares: Vec<blahaj::Share> = got.into_iter().take(k).map(|(_, s)| s).collect();
+        let secret = Zeroizing::new(
+            blahaj::Sharks(k as u8)
+                .recover(&shares)
+                .map_err(|e| Error::integrity(format!("custody: shares do not combine ({e})")))?,
+        );
+        let text = std::str::from_utf8(&secret)
+            .map_err(|_| Error::integrity("custody: combined shares are not a vault key"))?;
+        VaultKey::parse(text)?
+    } else {
+        return Err(Error::integrity(format!(
+            "manifest: unknown custody scheme {:?}",
+            info.scheme
+        )));
+    };
+    use subtle::ConstantTimeEq;
+    if !bool::from(key_check(&key).as_bytes().ct_eq(info.key_check.as_bytes())) {
+        return Err(Error::integrity(
+            "custody: the unwrapped key does not match the manifest's key check",
+        ));
+    }
+    Ok(key)
 }
 
 #[cfg(test)]
@@ -223,5 +431,88 @@ mod tests {
             .unwrap()
             .msg
             .contains("no custodian"));
+    }
+
+    fn custodians(
+        n: usize,
+    ) -> (
+        Vec<age::x25519::Identity>,
+        Vec<(Custodian, ParsedRecipient)>,
+    ) {
+        let ids: Vec<_> = (0..n).map(|_| age::x25519::Identity::generate()).collect();
+        let rs = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                (
+                    Custodian {
+                        label: format!("c{i}"),
+                        recipient: id.to_public().to_string(),
+                    },
+                    ParsedRecipient::X25519(id.to_public()),
+                )
+            })
+            .collect();
+        (ids, rs)
+    }
+
+    fn boxed(ids: &[&age::x25519::Identity]) -> Vec<Box<dyn age::Identity>> {
+        ids.iter()
+            .map(|i| Box::new((*i).clone()) as Box<dyn age::Identity>)
+            .collect()
+    }
+
+    #[test]
+    fn two_of_three_opens_with_any_two_and_names_the_missing_count() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("custody")).unwrap();
+        let key = VaultKey::generate();
+        let (ids, rs) = custodians(3);
+        let w = wrap(d.path(), &key, "v1", &rs, 2, 1).unwrap();
+        assert_eq!(w.files.len(), 3);
+        for pair in [[0, 1], [1, 2], [0, 2]] {
+            let k = unwrap(
+                d.path(),
+                &w.info,
+                "v1",
+                &boxed(&[&ids[pair[0]], &ids[pair[1]]]),
+            )
+            .unwrap();
+            assert_eq!(k.derive("t").as_slice(), key.derive("t").as_slice());
+        }
+        let e = unwrap(d.path(), &w.info, "v1", &boxed(&[&ids[1]]))
+            .err()
+            .unwrap();
+        assert!(
+            e.msg.contains("needs 2 of 3") && e.msg.contains("1 more needed"),
+            "{}",
+            e.msg
+        );
+        // A share from another vault, swapped in under the same name, is named.
+        let d2 = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d2.path().join("custody")).unwrap();
+        wrap(d2.path(), &VaultKey::generate(), "v2", &rs, 2, 1).unwrap();
+        std::fs::remove_file(d.path().join("custody/g1-share-02.age")).unwrap();
+        std::fs::copy(
+            d2.path().join("custody/g1-share-02.age"),
+            d.path().join("custody/g1-share-02.age"),
+        )
+        .unwrap();
+        let e = unwrap(d.path(), &w.info, "v1", &boxed(&[&ids[0], &ids[1]]))
+            .err()
+            .unwrap();
+        assert!(
+            e.msg.contains("custody/g1-share-02.age: share is altered"),
+            "{}",
+            e.msg
+        );
+    }
+
+    #[test]
+    fn threshold_out_of_range_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let (_, rs) = custodians(2);
+        assert!(wrap(d.path(), &VaultKey::generate(), "v", &rs, 3, 1).is_err());
+        assert!(wrap(d.path(), &VaultKey::generate(), "v", &rs, 0, 1).is_err());
     }
 }

@@ -4,6 +4,7 @@
 pub mod crypt;
 pub mod custody;
 pub mod demo;
+pub mod erase;
 pub mod error;
 pub mod export;
 pub mod index;

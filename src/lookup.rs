@@ -38,7 +38,8 @@ impl Opened {
         let dir = VaultDir::open(path)?;
         let loaded = manifest::load(&dir, trusted)?;
         let ids = crate::keys::load_identities(identity_files)?;
-        let key = crate::custody::unwrap_vault_key(&dir.root, &ids)?;
+        let m = &loaded.manifest;
+        let key = crate::custody::unwrap(&dir.root, &m.custody, &m.vault_id, &ids)?;
         Ok(Opened { dir, loaded, key })
     }
 

@@ -46,6 +46,9 @@ enum Cmd {
         /// Operator's OpenSSH ed25519 private key that signs the manifest.
         #[arg(long, value_name = "KEY")]
         sign_key: PathBuf,
+        /// Custodians needed to open the vault (k of the n in --recipients); 1 = any one.
+        #[arg(long, default_value_t = 1)]
+        threshold: u32,
         /// Date (YYYY-MM-DD) until which the set may be kept.
         #[arg(long, value_name = "DATE")]
         retain_until: String,
@@ -256,6 +259,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             input,
             recipients,
             sign_key,
+            threshold,
             retain_until,
             out,
             jobs: j,
@@ -268,6 +272,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 kakuri::pack::PackOptions::new(input, recipients, sign_key, retain_until, out);
             o.jobs = jobs(j);
             o.zstd_level = zstd_level;
+            o.threshold = threshold;
             o.shard_bytes = shard_bytes;
             o.shard_records = shard_records.max(1);
             o.max_record_bytes = max_record_bytes;

@@ -38,6 +38,8 @@ pub struct PackOptions {
     /// …or this many records.
     pub shard_records: u64,
     pub max_record_bytes: u64,
+    /// Custodians needed to open the vault (1: any one of them).
+    pub threshold: u32,
     /// Blind-index entries sorted in memory before spilling a run (24 bytes each).
     pub sort_run_entries: usize,
     pub progress: bool,
@@ -64,6 +66,7 @@ impl PackOptions {
             shard_bytes: 256 << 20,
             shard_records: 65536,
             max_record_bytes: 1 << 30,
+            threshold: 1,
             sort_run_entries: 1 << 20,
             progress: false,
         }
@@ -139,6 +142,15 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
         )));
     }
     let recipients = custody::parse_recipients(&opts.recipients)?;
+    if opts.threshold == 0 || opts.threshold as usize > recipients.len() {
+        return Err(Error::usage(format!(
+            "--threshold {} needs between 1 and {} custodians ({} lists {})",
+            opts.threshold,
+            recipients.len(),
+            opts.recipients.display(),
+            recipients.len()
+        )));
+    }
     let sign_key = crate::keys::load_signing_key(&opts.sign_key)?;
     let mut input = InputReader::open(&opts.input)?;
     if opts.out.symlink_metadata().is_ok() {
@@ -167,7 +179,7 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
     let vault_id = random_id();
     let created = now_rfc3339();
     let mtime = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
-    let custody_info = custody::wrap_vault_key(root, &key, &vault_id, &recipients)?;
+    let wrapped = custody::wrap(root, &key, &vault_id, &recipients, opts.threshold, 1)?;
 
     let bar = if opts.progress {
         let b = indicatif::ProgressBar::new_spinner();
@@ -307,13 +319,7 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
     let entry_count = index::write_keys(&mut keys_file, entries.finish()?)?;
     let keys_info = keys_file.finish()?;
 
-    let wrap_path = root.join(vault::VAULT_KEY_WRAP);
-    let wrap_bytes = fs::read(&wrap_path).map_err(|e| Error::io(&wrap_path, "cannot read", e))?;
-    let mut files = vec![FileInfo {
-        path: vault::VAULT_KEY_WRAP.into(),
-        size: wrap_bytes.len() as u64,
-        blake3: blake3::hash(&wrap_bytes).to_hex().to_string(),
-    }];
+    let mut files = wrapped.files;
     files.extend(shard_files);
     files.extend([keys_info, records_info, tree_info]);
     let vault_bytes: u64 = files.iter().map(|f| f.size).sum();
@@ -341,7 +347,7 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
             page: index::PAGE as u32,
             tree_tile: crate::merkle::TILE as u32,
         },
-        custody: custody_info,
+        custody: wrapped.info,
         signer: sign_key
             .public_key()
             .to_openssh()

@@ -5,7 +5,8 @@
 //!   manifest.json          signed description of everything below (written last)
 //!   manifest.json.sig      SSHSIG over manifest.json, namespace "kakuri-manifest@v1"
 //!   allowed_signers        the signer's key in ssh-keygen allowed_signers form
-//!   custody/vault-key.age  the per-vault age identity, wrapped for the custodians
+//!   custody/gG-vault-key.age  the per-vault age identity, wrapped for the custodians
+//!   custody/gG-share-NN.age   (k-of-n) one Shamir share per custodian
 //!   shards/NNNNNN.tar.zst.age
 //!   index/keys.age         blind index: keyed BLAKE3 of lookup fields -> ordinal
 //!   index/records.age      ordinal -> shard, frame offset/length, record hash
@@ -23,7 +24,6 @@ pub const MANIFEST: &str = "manifest.json";
 pub const MANIFEST_SIG: &str = "manifest.json.sig";
 pub const ALLOWED_SIGNERS: &str = "allowed_signers";
 pub const CUSTODY_DIR: &str = "custody";
-pub const VAULT_KEY_WRAP: &str = "custody/vault-key.age";
 pub const SHARDS_DIR: &str = "shards";
 pub const INDEX_DIR: &str = "index";
 pub const KEYS_FILE: &str = "index/keys.age";
