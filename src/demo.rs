@@ -200,7 +200,7 @@ pub fn run(records: u64, image_size: u64, keep: Option<&Path>, json: bool) -> Re
     }
 
     let ev = base.join("evidence");
-    let e = crate::export::export(&mut lk, &r.record_id, &ev, "DEMO-1")?
+    let e = crate::export::export(&mut lk, &r.record_id, &ev, "DEMO-1", |_| Ok(()))?
         .ok_or_else(|| Error::internal("demo export found nothing"))?;
     let rc = crate::receipt::verify_dir(&ev, None)?;
     step(

@@ -35,18 +35,18 @@ fn create_new(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
 }
 
 /// Exports the record with `record_id` into `out` (which must not exist or
-/// be an empty directory).
+/// be an empty directory). `before_write` runs once the record is found
+/// and verified (or found missing) and before anything is written: the
+/// audit entry goes there, so an export that cannot be recorded writes
+/// nothing.
 pub fn export(
     lk: &mut Lookup<'_>,
     record_id: &str,
     out: &Path,
     case: &str,
+    before_write: impl FnOnce(Option<u64>) -> Result<()>,
 ) -> Result<Option<ExportReport>> {
-    let found = lk.find(&Query::RecordId(record_id.to_string()))?;
-    let Some(v) = found.into_iter().next() else {
-        return Ok(None);
-    };
-    match fs::symlink_metadata(out) {
+    let create = match fs::symlink_metadata(out) {
         Ok(md) if md.is_dir() => {
             if fs::read_dir(out)
                 .map_err(|e| Error::io(out, "cannot read", e))?
@@ -58,6 +58,7 @@ pub fn export(
                     out.display()
                 )));
             }
+            false
         }
         Ok(_) => {
             return Err(Error::refused(format!(
@@ -65,10 +66,19 @@ pub fn export(
                 out.display()
             )))
         }
-        Err(_) => fs::DirBuilder::new()
+        Err(_) => true,
+    };
+    let found = lk.find(&Query::RecordId(record_id.to_string()))?;
+    let Some(v) = found.into_iter().next() else {
+        before_write(None)?;
+        return Ok(None);
+    };
+    before_write(Some(v.ordinal))?;
+    if create {
+        fs::DirBuilder::new()
             .mode(0o700)
             .create(out)
-            .map_err(|e| Error::io(out, "cannot create", e))?,
+            .map_err(|e| Error::io(out, "cannot create", e))?;
     }
     let o = lk.opened;
     let m = &o.loaded.manifest;

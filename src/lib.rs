@@ -1,6 +1,7 @@
 //! kakuri: seal a leaked data set into encrypted, content-hashed archives,
 //! answer verified lookups, and destroy it with a checkable certificate.
 
+pub mod audit;
 pub mod crypt;
 pub mod custody;
 pub mod demo;

@@ -18,6 +18,9 @@ struct Cli {
     /// Machine-readable JSON on stdout.
     #[arg(long, global = true)]
     json: bool,
+    /// Operator name recorded in the audit log (default: the OS user).
+    #[arg(long, global = true, value_name = "NAME")]
+    operator: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -88,6 +91,9 @@ enum Cmd {
         deep: bool,
         #[arg(long)]
         jobs: Option<usize>,
+        /// Operator key that signs the audit entry for this verification.
+        #[arg(long, value_name = "KEY", env = "KAKURI_SIGN_KEY")]
+        sign_key: Option<PathBuf>,
         #[command(flatten)]
         trust: Trust,
     },
@@ -117,6 +123,13 @@ enum Cmd {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
+    /// Show the vault's audit log (`audit VAULT`) or check it (`audit verify VAULT`).
+    #[command(args_conflicts_with_subcommands = true)]
+    Audit {
+        #[command(subcommand)]
+        cmd: Option<AuditCmd>,
+        vault: Option<PathBuf>,
+    },
     /// Receipts from `export`.
     Receipt {
         #[command(subcommand)]
@@ -144,6 +157,17 @@ enum Cmd {
         /// Keep the demo's files here instead of a temporary directory.
         #[arg(long, value_name = "DIR")]
         keep: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Check the hash chain, every signature and the signed head; name the first broken entry.
+    Verify {
+        vault: PathBuf,
+        /// Only accept entries signed by these keys (repeatable).
+        #[arg(long = "signer", value_name = "PUBKEY")]
+        signers: Vec<PathBuf>,
     },
 }
 
@@ -184,6 +208,9 @@ struct Access {
     /// Why the data is read.
     #[arg(long, value_name = "TEXT", required = true)]
     reason: String,
+    /// Operator's OpenSSH ed25519 key that signs the audit entry.
+    #[arg(long, value_name = "KEY", env = "KAKURI_SIGN_KEY", required = true)]
+    sign_key: PathBuf,
     #[command(flatten)]
     trust: Trust,
 }
@@ -195,6 +222,36 @@ impl Access {
         }
         Opened::open(vault, &self.identities, self.trust.key()?.as_ref())
     }
+}
+
+/// Appends one signed audit entry; a read that cannot be recorded is refused.
+#[allow(clippy::too_many_arguments)]
+fn record(
+    root: &std::path::Path,
+    vault_id: &str,
+    sign_key: &std::path::Path,
+    operator: &str,
+    action: &str,
+    case: Option<&str>,
+    reason: Option<&str>,
+    result: serde_json::Value,
+    queries: Vec<String>,
+) -> Result<kakuri::audit::Entry> {
+    let key = kakuri::keys::load_signing_key(sign_key)?;
+    kakuri::audit::append(
+        root,
+        vault_id,
+        &key,
+        kakuri::audit::Event {
+            action,
+            operator,
+            case,
+            reason,
+            result,
+            queries,
+        },
+    )
+    .map_err(|e| e.context("cannot record this command in the audit log; nothing is shown"))
 }
 
 fn print_json<T: serde::Serialize>(v: &T) {
@@ -217,6 +274,10 @@ fn warn_retention(days_left: i64) {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     let json = cli.json;
+    let operator = cli
+        .operator
+        .clone()
+        .unwrap_or_else(kakuri::audit::default_operator);
     match cli.cmd {
         Cmd::Keygen {
             identity,
@@ -273,6 +334,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             o.jobs = jobs(j);
             o.zstd_level = zstd_level;
             o.threshold = threshold;
+            o.operator = operator.clone();
             o.shard_bytes = shard_bytes;
             o.shard_records = shard_records.max(1);
             o.max_record_bytes = max_record_bytes;
@@ -326,6 +388,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             identities,
             deep,
             jobs: j,
+            sign_key,
             trust,
         } => {
             let dir = kakuri::vault::VaultDir::open(&vault)?;
@@ -341,6 +404,30 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 rep.deep = Some(d);
             } else if !identities.is_empty() {
                 return Err(Error::usage("-i is only used with --deep"));
+            }
+            if let Some(sk) = &sign_key {
+                let d = rep.deep.as_ref();
+                let result = serde_json::json!({
+                    "ok": rep.ok,
+                    "deep": deep,
+                    "files_checked": rep.files.len(),
+                    "files_failed": rep.files.iter().filter(|f| !f.ok).count() + rep.unexpected_files.len(),
+                    "records_checked": d.map(|d| d.records_checked),
+                    "records_failed": d.map(|d| d.bad_records.len()),
+                });
+                record(
+                    &dir.root,
+                    &loaded.manifest.vault_id,
+                    sk,
+                    &operator,
+                    "verify",
+                    None,
+                    None,
+                    result,
+                    Vec::new(),
+                )?;
+            } else if !json {
+                eprintln!("kakuri: note: this verification is not in the audit log (pass --sign-key to record it)");
             }
             if json {
                 print_json(&rep);
@@ -410,15 +497,32 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let mut lk = Lookup::new(&o)?;
             let mut results = Vec::new();
             let mut found = 0usize;
+            let mut counts = Vec::new();
             for (i, q) in qs.iter().enumerate() {
                 let recs = lk.find(q)?;
                 found += recs.len();
+                counts.push(recs.len());
                 let reports = recs
                     .iter()
                     .map(|v| v.report())
                     .collect::<Result<Vec<_>>>()?;
                 results.push(serde_json::json!({"query": i + 1, "field": q.field().name(), "matches": reports}));
             }
+            let hashes = qs
+                .iter()
+                .map(|q| kakuri::audit::query_hash(&o.key, q.field(), &q.value()))
+                .collect();
+            record(
+                &o.dir.root,
+                &o.loaded.manifest.vault_id,
+                &access.sign_key,
+                &operator,
+                "lookup",
+                Some(&access.case),
+                Some(&access.reason),
+                serde_json::json!({"queries": qs.len(), "found_per_query": counts, "found": found}),
+                hashes,
+            )?;
             let root = o.loaded.manifest.merkle.root.clone();
             if json {
                 print_json(&serde_json::json!({
@@ -478,7 +582,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let o = access.open(&vault)?;
             warn_retention(o.loaded.manifest.days_left().unwrap_or(0));
             let mut lk = Lookup::new(&o)?;
-            match kakuri::export::export(&mut lk, &record_id, &out, &access.case)? {
+            let q = Query::RecordId(record_id.clone());
+            let qh = vec![kakuri::audit::query_hash(&o.key, q.field(), &q.value())];
+            let before_write = |ordinal: Option<u64>| {
+                record(
+                    &o.dir.root,
+                    &o.loaded.manifest.vault_id,
+                    &access.sign_key,
+                    &operator,
+                    "export",
+                    Some(&access.case),
+                    Some(&access.reason),
+                    serde_json::json!({"found": ordinal.is_some(), "ordinal": ordinal}),
+                    qh.clone(),
+                )
+                .map(|_| ())
+            };
+            match kakuri::export::export(&mut lk, &record_id, &out, &access.case, before_write)? {
                 None => {
                     if json {
                         print_json(&serde_json::json!({"found": false}));
@@ -496,6 +616,71 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     Ok(ExitCode::Ok)
                 }
             }
+        }
+        Cmd::Audit {
+            cmd: Some(AuditCmd::Verify { vault, signers }),
+            ..
+        } => {
+            let dir = kakuri::vault::VaultDir::open(&vault)?;
+            let loaded = kakuri::manifest::load(&dir, None)?;
+            let trusted = signers
+                .iter()
+                .map(|p| kakuri::keys::load_public_key(p))
+                .collect::<Result<Vec<_>>>()?;
+            let c = kakuri::audit::verify(&dir.root, &loaded.manifest.vault_id, &trusted)?;
+            if json {
+                print_json(&c);
+            } else if c.ok {
+                println!(
+                    "audit log OK: {} entries, head {}, signed by {}",
+                    c.entries,
+                    c.head_hash,
+                    c.signers.join(", ")
+                );
+            } else {
+                println!(
+                    "audit log FAILED at entry {}: {}",
+                    c.first_broken.unwrap_or(0),
+                    c.problem.as_deref().unwrap_or("")
+                );
+            }
+            Ok(if c.ok {
+                ExitCode::Ok
+            } else {
+                ExitCode::Integrity
+            })
+        }
+        Cmd::Audit { cmd: None, vault } => {
+            let vault = vault.ok_or_else(|| {
+                Error::usage("usage: kakuri audit VAULT | kakuri audit verify VAULT")
+            })?;
+            let dir = kakuri::vault::VaultDir::open(&vault)?;
+            let entries = kakuri::audit::read_all(&dir.root)?;
+            if json {
+                print_json(&entries);
+            } else {
+                println!(
+                    "{:>5}  {:<25} {:<8} {:<14} {:<16} {:<24} result",
+                    "seq", "time", "action", "operator", "case", "reason"
+                );
+                for e in &entries {
+                    println!(
+                        "{:>5}  {:<25} {:<8} {:<14} {:<16} {:<24} {}",
+                        e.seq,
+                        e.time,
+                        e.action,
+                        e.operator,
+                        e.case.as_deref().unwrap_or("-"),
+                        e.reason.as_deref().unwrap_or("-"),
+                        e.result
+                    );
+                }
+                println!(
+                    "{} entries; run `kakuri audit verify` to check the chain and signatures",
+                    entries.len()
+                );
+            }
+            Ok(ExitCode::Ok)
         }
         Cmd::Receipt {
             cmd: ReceiptCmd::Verify { dir, trust },

@@ -166,8 +166,13 @@ pub fn parse_date(s: &str) -> Result<time::Date> {
 
 /// Signs manifest bytes; returns the armored SSHSIG.
 pub fn sign(bytes: &[u8], key: &PrivateKey) -> Result<String> {
+    sign_ns(bytes, key, NAMESPACE)
+}
+
+/// Signs `bytes` in namespace `ns`; returns the armored SSHSIG.
+pub fn sign_ns(bytes: &[u8], key: &PrivateKey, ns: &str) -> Result<String> {
     let sig = key
-        .sign(NAMESPACE, HashAlg::Sha512, bytes)
+        .sign(ns, HashAlg::Sha512, bytes)
         .map_err(|e| Error::internal(format!("signing failed: {e}")))?;
     sig.to_pem(LineEnding::LF)
         .map_err(|e| Error::internal(format!("signature encoding failed: {e}")))

@@ -40,6 +40,8 @@ pub struct PackOptions {
     pub max_record_bytes: u64,
     /// Custodians needed to open the vault (1: any one of them).
     pub threshold: u32,
+    /// Recorded in the audit log.
+    pub operator: String,
     /// Blind-index entries sorted in memory before spilling a run (24 bytes each).
     pub sort_run_entries: usize,
     pub progress: bool,
@@ -67,6 +69,7 @@ impl PackOptions {
             shard_records: 65536,
             max_record_bytes: 1 << 30,
             threshold: 1,
+            operator: crate::audit::default_operator(),
             sort_run_entries: 1 << 20,
             progress: false,
         }
@@ -357,6 +360,26 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
         files,
     };
     manifest::write_signed(root, &m, &sign_key)?;
+    crate::audit::append(
+        root,
+        &vault_id,
+        &sign_key,
+        crate::audit::Event {
+            action: "pack",
+            operator: &opts.operator,
+            case: None,
+            reason: None,
+            result: serde_json::json!({
+                "records": records,
+                "image_bytes": image_bytes,
+                "shards": shards.len(),
+                "root": hex::encode(root_hash),
+                "threshold": opts.threshold,
+                "retain_until": opts.retain_until,
+            }),
+            queries: Vec::new(),
+        },
+    )?;
     vault::fsync_dir(root)?;
     cleanup.armed = false;
     Ok(PackSummary {

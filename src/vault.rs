@@ -117,6 +117,23 @@ impl Drop for AtomicFile {
     }
 }
 
+/// Replaces `dest` (which may exist) atomically with `bytes`.
+pub fn replace_atomic(dest: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let name = dest
+        .file_name()
+        .ok_or_else(|| Error::internal("replace without a file name"))?
+        .to_string_lossy()
+        .into_owned();
+    let staged = dest.with_file_name(format!(".{name}.new"));
+    let _ = fs::remove_file(&staged);
+    write_atomic(&staged, bytes, mode)?;
+    fs::rename(&staged, dest).map_err(|e| Error::io(dest, "cannot replace", e))?;
+    match dest.parent() {
+        Some(d) if !d.as_os_str().is_empty() => fsync_dir(d),
+        _ => fsync_dir(Path::new(".")),
+    }
+}
+
 /// Writes `bytes` to `dest` atomically.
 pub fn write_atomic(dest: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     let mut f = AtomicFile::create(dest, mode)?;

@@ -1,0 +1,411 @@
+//! The audit log: append-only, hash-chained, every entry signed.
+//!
+//! `audit/log.jsonl` holds one line per command that touched the vault:
+//! `ENTRY_JSON <TAB> SIGNATURE_BASE64 <LF>`. `ENTRY_JSON` is compact JSON
+//! whose `prev` is the BLAKE3 of the previous line's `ENTRY_JSON` bytes
+//! (64 zeros for the first); `SIGNATURE_BASE64` is the base64 of the
+//! armored SSHSIG (namespace [`NAMESPACE`]) by the operator's key over
+//! `ENTRY_JSON`. `audit/head.json` (+ `.sig`) names the last entry's
+//! sequence number and hash, so truncating the log is detected too.
+//!
+//! No personal data is ever written here: queries appear only as keyed
+//! BLAKE3 hashes (key derived from the vault key, so they cannot be tested
+//! without it — and after destroy, not at all), records only by position.
+
+use std::fs::{self, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use ssh_key::{PrivateKey, PublicKey};
+
+use crate::error::{Error, Result};
+use crate::manifest;
+use crate::vault;
+
+pub const NAMESPACE: &str = "kakuri-audit@v1";
+pub const DIR: &str = "audit";
+pub const LOG: &str = "audit/log.jsonl";
+pub const HEAD: &str = "audit/head.json";
+pub const HEAD_SIG: &str = "audit/head.json.sig";
+pub const ZERO: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct Entry {
+    pub seq: u64,
+    pub time: String,
+    pub vault_id: String,
+    pub prev: String,
+    pub action: String,
+    pub operator: String,
+    /// OpenSSH public key of the signer.
+    pub signer: String,
+    #[serde(default)]
+    pub case: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Counts and outcomes; never record content.
+    pub result: serde_json::Value,
+    /// Keyed hashes of the queries (field:hex).
+    #[serde(default)]
+    pub queries: Vec<String>,
+    pub tool: String,
+}
+
+/// What a command wants recorded.
+pub struct Event<'a> {
+    pub action: &'a str,
+    pub operator: &'a str,
+    pub case: Option<&'a str>,
+    pub reason: Option<&'a str>,
+    pub result: serde_json::Value,
+    pub queries: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+struct Head {
+    vault_id: String,
+    seq: u64,
+    hash: String,
+    time: String,
+}
+
+/// The operator name: `--operator`, else the OS user.
+pub fn default_operator() -> String {
+    if let Ok(u) = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")) {
+        if !u.is_empty() {
+            return u;
+        }
+    }
+    use std::os::unix::fs::MetadataExt;
+    let uid = fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    let from_passwd = uid.and_then(|uid| {
+        fs::read_to_string("/etc/passwd")
+            .ok()?
+            .lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() > 2 && f[2] == uid.to_string()).then(|| f[0].to_string())
+            })
+    });
+    from_passwd.unwrap_or_else(|| {
+        uid.map(|u| format!("uid {u}"))
+            .unwrap_or_else(|| "unknown".into())
+    })
+}
+
+/// Keyed hash of one query value for the log.
+pub fn query_hash(
+    key: &crate::crypt::VaultKey,
+    field: crate::record::Field,
+    value: &[u8],
+) -> String {
+    let k = key.derive("kakuri 2026-11 audit query v1");
+    let mut h = blake3::Hasher::new_keyed(&k);
+    h.update(&[field as u8]);
+    h.update(&(value.len() as u64).to_le_bytes());
+    h.update(value);
+    format!("{}:{}", field.name(), &h.finalize().to_hex()[..32])
+}
+
+fn now() -> String {
+    time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .expect("zero is valid")
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Appends one signed entry and moves the signed head. Takes an exclusive
+/// lock on the log so concurrent commands chain correctly.
+pub fn append(vault_root: &Path, vault_id: &str, key: &PrivateKey, ev: Event<'_>) -> Result<Entry> {
+    let dir = vault_root.join(DIR);
+    if !dir.exists() {
+        fs::create_dir(&dir).map_err(|e| Error::io(&dir, "cannot create", e))?;
+    }
+    let lp = vault_root.join(LOG);
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .open(&lp)
+        .map_err(|e| Error::io(&lp, "cannot open audit log", e))?;
+    f.lock()
+        .map_err(|e| Error::io(&lp, "cannot lock audit log", e))?;
+    // The chain continues from the last line actually in the log; a log
+    // that does not match its signed head is refused (audit verify names why).
+    let (seq, prev) = match last_entry(vault_root)? {
+        None => (0, ZERO.to_string()),
+        Some((e, h)) => (e.seq + 1, h),
+    };
+    check_head_matches(vault_root, seq, &prev)?;
+    let entry = Entry {
+        seq,
+        time: now(),
+        vault_id: vault_id.to_string(),
+        prev,
+        action: ev.action.into(),
+        operator: ev.operator.into(),
+        signer: key
+            .public_key()
+            .to_openssh()
+            .map_err(|e| Error::internal(format!("public key: {e}")))?,
+        case: ev.case.map(str::to_string),
+        reason: ev.reason.map(str::to_string),
+        result: ev.result,
+        queries: ev.queries,
+        tool: format!("kakuri {}", env!("CARGO_PKG_VERSION")),
+    };
+    let json = serde_json::to_vec(&entry).expect("entry serializes");
+    let sig = manifest::sign_ns(&json, key, NAMESPACE)?;
+    let mut line = json.clone();
+    line.push(b'\t');
+    line.extend_from_slice(
+        base64::engine::general_purpose::STANDARD
+            .encode(sig.as_bytes())
+            .as_bytes(),
+    );
+    line.push(b'\n');
+    f.write_all(&line)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io(&lp, "cannot append to audit log", e))?;
+    let head = Head {
+        vault_id: vault_id.into(),
+        seq,
+        hash: blake3::hash(&json).to_hex().to_string(),
+        time: entry.time.clone(),
+    };
+    let hb = serde_json::to_vec_pretty(&head).expect("head serializes");
+    let hs = manifest::sign_ns(&hb, key, NAMESPACE)?;
+    vault::replace_atomic(&vault_root.join(HEAD_SIG), hs.as_bytes(), 0o644)?;
+    vault::replace_atomic(&vault_root.join(HEAD), &hb, 0o644)?;
+    Ok(entry)
+}
+
+fn check_head_matches(vault_root: &Path, next_seq: u64, last_hash: &str) -> Result<()> {
+    let hp = vault_root.join(HEAD);
+    match fs::read(&hp) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if next_seq == 0 {
+                Ok(())
+            } else {
+                Err(Error::integrity(format!(
+                    "{HEAD} is missing; run `kakuri audit verify`"
+                )))
+            }
+        }
+        Err(e) => Err(Error::io(&hp, "cannot read", e)),
+        Ok(b) => {
+            let h: Head = serde_json::from_slice(&b)
+                .map_err(|_| Error::integrity(format!("{HEAD}: not valid")))?;
+            if next_seq == 0 || h.seq + 1 != next_seq || h.hash != last_hash {
+                return Err(Error::integrity(format!(
+                    "{LOG} does not end where its signed head says (entry {}); it was truncated or edited — run `kakuri audit verify`",
+                    h.seq
+                )));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The last entry and its hash, reading only the log's tail.
+fn last_entry(vault_root: &Path) -> Result<Option<(Entry, String)>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let lp = vault_root.join(LOG);
+    let mut f = match fs::File::open(&lp) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(&lp, "cannot read", e)),
+    };
+    let len = f
+        .metadata()
+        .map_err(|e| Error::io(&lp, "cannot read", e))?
+        .len();
+    if len == 0 {
+        return Ok(None);
+    }
+    let start = len.saturating_sub(1 << 20);
+    f.seek(SeekFrom::Start(start))
+        .map_err(|e| Error::io(&lp, "cannot read", e))?;
+    let mut tail = Vec::new();
+    f.read_to_end(&mut tail)
+        .map_err(|e| Error::io(&lp, "cannot read", e))?;
+    if tail.last() != Some(&b'\n') {
+        return Err(Error::integrity(format!(
+            "{LOG}: last line is incomplete (interrupted write or truncation)"
+        )));
+    }
+    let body = &tail[..tail.len() - 1];
+    let line = match body.iter().rposition(|&b| b == b'\n') {
+        Some(i) => &body[i + 1..],
+        None => body,
+    };
+    let (e, h, _) = parse_line(line, 0)?;
+    Ok(Some((e, h)))
+}
+
+fn parse_line(line: &[u8], n: u64) -> Result<(Entry, String, String)> {
+    let bad = |what: &str| Error::integrity(format!("{LOG} entry {n}: {what}"));
+    let tab = line
+        .iter()
+        .position(|&b| b == b'\t')
+        .ok_or_else(|| bad("no signature"))?;
+    let json = &line[..tab];
+    let e: Entry = serde_json::from_slice(json).map_err(|_| bad("not a valid entry"))?;
+    let sig = base64::engine::general_purpose::STANDARD
+        .decode(&line[tab + 1..])
+        .map_err(|_| bad("signature is not base64"))?;
+    let sig = String::from_utf8(sig).map_err(|_| bad("signature is not text"))?;
+    Ok((e, blake3::hash(json).to_hex().to_string(), sig))
+}
+
+/// Reads the whole log (for `audit` and `audit verify`).
+pub fn read_all(vault_root: &Path) -> Result<Vec<Entry>> {
+    let lp = vault_root.join(LOG);
+    let f = match fs::File::open(&lp) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(&lp, "cannot read", e)),
+    };
+    let mut out = Vec::new();
+    for (i, line) in BufReader::new(f).split(b'\n').enumerate() {
+        let line = line.map_err(|e| Error::io(&lp, "cannot read", e))?;
+        out.push(parse_line(&line, i as u64)?.0);
+    }
+    Ok(out)
+}
+
+#[derive(Serialize, Debug)]
+pub struct AuditCheck {
+    pub entries: u64,
+    pub head_hash: String,
+    pub ok: bool,
+    /// The first broken entry and why, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_broken: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    pub signers: Vec<String>,
+}
+
+/// Checks the chain, every signature, sequence numbers and the signed head.
+/// `trusted`: if given, every entry must be signed by one of these keys.
+pub fn verify(vault_root: &Path, vault_id: &str, trusted: &[PublicKey]) -> Result<AuditCheck> {
+    let lp = vault_root.join(LOG);
+    let bytes = match fs::read(&lp) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(Error::io(&lp, "cannot read", e)),
+    };
+    let mut check = AuditCheck {
+        entries: 0,
+        head_hash: ZERO.into(),
+        ok: true,
+        first_broken: None,
+        problem: None,
+        signers: Vec::new(),
+    };
+    let fail = |c: &mut AuditCheck, n: u64, why: String| {
+        c.ok = false;
+        c.first_broken = Some(n);
+        c.problem = Some(why);
+    };
+    if !bytes.is_empty() && bytes.last() != Some(&b'\n') {
+        let n = bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+        fail(
+            &mut check,
+            n,
+            "the last line is incomplete (truncated)".into(),
+        );
+        return Ok(check);
+    }
+    let mut prev = ZERO.to_string();
+    for (i, line) in bytes
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .enumerate()
+    {
+        let n = i as u64;
+        let (e, h, sig) = match parse_line(line, n) {
+            Ok(x) => x,
+            Err(err) => {
+                fail(&mut check, n, err.msg);
+                return Ok(check);
+            }
+        };
+        let why = if e.seq != n {
+            Some(format!(
+                "sequence number {} where {n} was expected (entries deleted or reordered)",
+                e.seq
+            ))
+        } else if e.prev != prev {
+            Some("does not chain to the entry before it (an entry before it was edited, deleted or reordered)".to_string())
+        } else if e.vault_id != vault_id {
+            Some("belongs to another vault".to_string())
+        } else {
+            match PublicKey::from_openssh(&e.signer) {
+                Err(_) => Some("signer is not an OpenSSH public key".to_string()),
+                Ok(k) => {
+                    let tab = line.iter().position(|&b| b == b'\t').unwrap_or(line.len());
+                    if trusted.iter().all(|t| t.key_data() != k.key_data()) && !trusted.is_empty() {
+                        Some(format!(
+                            "signed by {}, which is not a trusted signer",
+                            crate::keys::fingerprint(&k)
+                        ))
+                    } else if let Err(err) =
+                        manifest::verify_sig(&line[..tab], &sig, &k, NAMESPACE, "entry")
+                    {
+                        Some(format!("signature does not verify ({})", err.msg))
+                    } else {
+                        let fp = crate::keys::fingerprint(&k);
+                        if !check.signers.contains(&fp) {
+                            check.signers.push(fp);
+                        }
+                        None
+                    }
+                }
+            }
+        };
+        if let Some(w) = why {
+            fail(&mut check, n, w);
+            return Ok(check);
+        }
+        prev = h;
+        check.entries += 1;
+    }
+    check.head_hash = prev.clone();
+    // The signed head must name the last entry.
+    let count = check.entries;
+    let hp = vault_root.join(HEAD);
+    let sp = vault_root.join(HEAD_SIG);
+    match (fs::read(&hp), fs::read_to_string(&sp)) {
+        (Err(_), _) if count == 0 => {}
+        (Ok(hb), Ok(sig)) => {
+            let head: Option<Head> = serde_json::from_slice(&hb).ok();
+            let signer_ok = bytes
+                .split(|&b| b == b'\n')
+                .rfind(|l| !l.is_empty())
+                .and_then(|l| parse_line(l, 0).ok())
+                .and_then(|(e, _, _)| PublicKey::from_openssh(&e.signer).ok())
+                .map(|k| manifest::verify_sig(&hb, &sig, &k, NAMESPACE, HEAD).is_ok())
+                .unwrap_or(false);
+            match head {
+                Some(h) if signer_ok && h.hash == prev && h.seq + 1 == count && h.vault_id == vault_id => {}
+                Some(h) if signer_ok => fail(
+                    &mut check,
+                    count,
+                    format!("the signed head names entry {} but the log ends at entry {} (entries after it were removed, or the head was replaced)", h.seq, count.saturating_sub(1)),
+                ),
+                _ => fail(&mut check, count, format!("{HEAD}: missing, invalid or not signed by the last entry's signer")),
+            }
+        }
+        _ => fail(
+            &mut check,
+            count,
+            format!("{HEAD} or its signature is missing"),
+        ),
+    }
+    Ok(check)
+}
