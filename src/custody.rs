@@ -516,3 +516,106 @@ mod tests {
         assert!(wrap(d.path(), &VaultKey::generate(), "v", &rs, 0, 1).is_err());
     }
 }
+
+/// What `custody rewrap` did.
+#[derive(Serialize, Debug)]
+pub struct RewrapReport {
+    pub generation: u32,
+    pub scheme: String,
+    pub threshold: u32,
+    pub custodians: Vec<String>,
+    pub erased: Vec<crate::erase::Erased>,
+}
+
+/// Custody files present but not listed in the manifest: wraps of an
+/// earlier generation left by an interrupted rewrap. They are erased.
+pub fn stale_wraps(root: &Path, info: &CustodyInfo) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(root.join(crate::vault::CUSTODY_DIR)) {
+        for e in rd.flatten() {
+            let rel = format!(
+                "{}/{}",
+                crate::vault::CUSTODY_DIR,
+                e.file_name().to_string_lossy()
+            );
+            if e.file_type().map(|t| t.is_file()).unwrap_or(false) && !info.wraps.contains(&rel) {
+                out.push(rel);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Re-wraps the vault key for a new custodian set without touching the
+/// shards: new wraps, a new signed manifest, then the old wraps erased.
+pub fn rewrap(
+    opened: &crate::lookup::Opened,
+    recipients: &[(Custodian, ParsedRecipient)],
+    threshold: u32,
+    sign_key: &ssh_key::PrivateKey,
+    operator: &str,
+) -> Result<RewrapReport> {
+    let root = &opened.dir.root;
+    let old = &opened.loaded.manifest;
+    // Leftovers of an interrupted earlier rewrap go first.
+    let mut erased = Vec::new();
+    for rel in stale_wraps(root, &old.custody) {
+        erased.push(crate::erase::erase_file(root, &rel)?);
+    }
+    let generation = old.custody.generation + 1;
+    let w = wrap(
+        root,
+        &opened.key,
+        &old.vault_id,
+        recipients,
+        threshold,
+        generation,
+    )?;
+    let mut m = old.clone();
+    m.files.retain(|f| !old.custody.wraps.contains(&f.path));
+    let mut files = w.files;
+    files.extend(m.files);
+    m.files = files;
+    m.custody = w.info;
+    m.signer = sign_key
+        .public_key()
+        .to_openssh()
+        .map_err(|e| Error::internal(format!("key: {e}")))?;
+    m.supersedes = Some(blake3::hash(&opened.loaded.bytes).to_hex().to_string());
+    crate::manifest::replace_signed(root, &m, sign_key)?;
+    for rel in &old.custody.wraps {
+        erased.push(crate::erase::erase_file(root, rel)?);
+    }
+    let report = RewrapReport {
+        generation,
+        scheme: m.custody.scheme.clone(),
+        threshold: m.custody.threshold,
+        custodians: m
+            .custody
+            .custodians
+            .iter()
+            .map(|c| c.label.clone())
+            .collect(),
+        erased,
+    };
+    crate::audit::append(
+        root,
+        &m.vault_id,
+        sign_key,
+        crate::audit::Event {
+            action: "rewrap",
+            operator,
+            case: None,
+            reason: None,
+            result: serde_json::json!({
+                "generation": generation,
+                "threshold": report.threshold,
+                "custodians": report.custodians,
+                "erased": report.erased.iter().map(|e| e.path.clone()).collect::<Vec<_>>(),
+            }),
+            queries: Vec::new(),
+        },
+    )?;
+    Ok(report)
+}

@@ -2,9 +2,11 @@
 //! answer verified lookups, and destroy it with a checkable certificate.
 
 pub mod audit;
+pub mod certificate;
 pub mod crypt;
 pub mod custody;
 pub mod demo;
+pub mod destroy;
 pub mod erase;
 pub mod error;
 pub mod export;

@@ -36,6 +36,7 @@ impl Opened {
         trusted: Option<&ssh_key::PublicKey>,
     ) -> Result<Self> {
         let dir = VaultDir::open(path)?;
+        crate::destroy::refuse_if_destroyed(&dir.root)?;
         let loaded = manifest::load(&dir, trusted)?;
         let ids = crate::keys::load_identities(identity_files)?;
         let m = &loaded.manifest;

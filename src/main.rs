@@ -130,6 +130,51 @@ enum Cmd {
         cmd: Option<AuditCmd>,
         vault: Option<PathBuf>,
     },
+    /// Custody of the vault key.
+    Custody {
+        #[command(subcommand)]
+        cmd: CustodyCmd,
+    },
+    /// Destroy the vault: erase the key, the index and the shards; write a signed certificate.
+    Destroy {
+        vault: PathBuf,
+        /// The vault id (from `kakuri status`), to confirm which vault goes.
+        #[arg(long, value_name = "VAULT_ID", required_unless_present = "order")]
+        confirm: Option<String>,
+        /// Operator's OpenSSH ed25519 key that signs the certificate and audit entries.
+        #[arg(
+            long,
+            value_name = "KEY",
+            env = "KAKURI_SIGN_KEY",
+            required_unless_present = "order"
+        )]
+        sign_key: Option<PathBuf>,
+        /// Destroy before the retention date (needs --reason).
+        #[arg(long)]
+        early: bool,
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+        /// Legal basis recorded on the certificate.
+        #[arg(long, value_name = "TEXT")]
+        legal_basis: Option<String>,
+        /// A destroy order signed by a compliance officer (ORDER with ORDER.sig beside it).
+        #[arg(long, value_name = "ORDER")]
+        co_sign: Option<PathBuf>,
+        /// Require the order to be signed by this key.
+        #[arg(long, value_name = "PUBKEY")]
+        co_signer: Option<PathBuf>,
+        /// Print what would be destroyed and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Write a destroy order for a compliance officer to sign, and stop.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["confirm", "dry_run", "early", "co_sign"])]
+        order: Option<PathBuf>,
+    },
+    /// Destruction certificates.
+    Certificate {
+        #[command(subcommand)]
+        cmd: CertificateCmd,
+    },
     /// Receipts from `export`.
     Receipt {
         #[command(subcommand)]
@@ -168,6 +213,41 @@ enum AuditCmd {
         /// Only accept entries signed by these keys (repeatable).
         #[arg(long = "signer", value_name = "PUBKEY")]
         signers: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CustodyCmd {
+    /// Re-wrap the vault key for a new custodian set (shards are not touched); old wraps are erased.
+    Rewrap {
+        vault: PathBuf,
+        /// Identities of current custodians (as many as the threshold needs).
+        #[arg(short = 'i', long = "identity", value_name = "FILE", required = true)]
+        identities: Vec<PathBuf>,
+        /// The new custodians' recipients file.
+        #[arg(long, value_name = "FILE")]
+        recipients: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        threshold: u32,
+        /// Operator key that signs the new manifest and the audit entry.
+        #[arg(long, value_name = "KEY", env = "KAKURI_SIGN_KEY")]
+        sign_key: PathBuf,
+        #[command(flatten)]
+        trust: Trust,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertificateCmd {
+    /// Check a destruction certificate's signatures and internal consistency.
+    Verify {
+        cert: PathBuf,
+        /// Require the certificate to be signed by this operator key.
+        #[arg(long, value_name = "PUBKEY")]
+        signer: Option<PathBuf>,
+        /// Require a co-signature by this key.
+        #[arg(long, value_name = "PUBKEY")]
+        co_signer: Option<PathBuf>,
     },
 }
 
@@ -374,6 +454,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     s.retain_until, s.days_left
                 );
                 println!("signature     OK, signed by {}", s.signer_fingerprint);
+                println!("state         {}", s.state);
+                println!("audit log     {} entries", s.audit_entries);
+                for f in &s.stale_custody_files {
+                    println!("warning       {f}: an old key wrap left by an interrupted rewrap; the next rewrap or destroy erases it");
+                }
                 println!(
                     "custody       {} of: {}",
                     s.custody_scheme,
@@ -392,6 +477,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             trust,
         } => {
             let dir = kakuri::vault::VaultDir::open(&vault)?;
+            kakuri::destroy::refuse_if_destroyed(&dir.root).map_err(|e| {
+                e.context("nothing left to verify; check the certificate with `kakuri certificate verify`")
+            })?;
             let trusted = trust.key()?;
             let loaded = kakuri::verify::load_for_verify(&dir, trusted.as_ref())?;
             warn_retention(loaded.manifest.days_left().unwrap_or(0));
@@ -682,6 +770,144 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::Ok)
         }
+        Cmd::Custody {
+            cmd:
+                CustodyCmd::Rewrap {
+                    vault,
+                    identities,
+                    recipients,
+                    threshold,
+                    sign_key,
+                    trust,
+                },
+        } => {
+            let o = Opened::open(&vault, &identities, trust.key()?.as_ref())?;
+            let rs = kakuri::custody::parse_recipients(&recipients)?;
+            let key = kakuri::keys::load_signing_key(&sign_key)?;
+            let r = kakuri::custody::rewrap(&o, &rs, threshold, &key, &operator)?;
+            if json {
+                print_json(&r);
+            } else {
+                println!(
+                    "vault key re-wrapped (custody generation {}): {} of {} custodians ({}); erased {}",
+                    r.generation,
+                    r.threshold,
+                    r.custodians.len(),
+                    r.custodians.join(", "),
+                    r.erased.iter().map(|e| e.path.as_str()).collect::<Vec<_>>().join(", ")
+                );
+            }
+            Ok(ExitCode::Ok)
+        }
+        Cmd::Destroy {
+            vault,
+            confirm,
+            sign_key,
+            early,
+            reason,
+            legal_basis,
+            co_sign,
+            co_signer,
+            dry_run,
+            order,
+        } => {
+            if let Some(out) = order {
+                let o = kakuri::destroy::write_order(&vault, &out)?;
+                if json {
+                    print_json(&o);
+                } else {
+                    println!(
+                        "destroy order written to {}; the compliance officer signs it with\n  ssh-keygen -Y sign -f OFFICER_KEY -n {} {}\nand the operator passes --co-sign {}",
+                        out.display(),
+                        kakuri::certificate::ORDER_NAMESPACE,
+                        out.display(),
+                        out.display()
+                    );
+                }
+                return Ok(ExitCode::Ok);
+            }
+            let opts = kakuri::destroy::DestroyOptions {
+                vault,
+                confirm: confirm.unwrap_or_default(),
+                sign_key: sign_key.ok_or_else(|| Error::usage("destroy needs --sign-key"))?,
+                operator: operator.clone(),
+                early,
+                reason,
+                legal_basis,
+                co_sign,
+                co_signer: co_signer
+                    .as_deref()
+                    .map(kakuri::keys::load_public_key)
+                    .transpose()?,
+                dry_run,
+            };
+            match kakuri::destroy::destroy(&opts)? {
+                kakuri::destroy::Outcome::DryRun(plan) => {
+                    if json {
+                        print_json(&plan);
+                    } else {
+                        println!("dry run: these {} files would be destroyed, in this order (nothing was changed):", plan.len());
+                        for p in &plan {
+                            println!("  {:<13} {:>14} bytes  {}", p.kind, p.size, p.path);
+                        }
+                    }
+                }
+                kakuri::destroy::Outcome::Destroyed {
+                    certificate,
+                    path,
+                    resumed,
+                } => {
+                    if json {
+                        print_json(
+                            &serde_json::json!({"certificate": path, "certificate_id": certificate.certificate_id, "resumed": resumed, "files_destroyed": certificate.files_destroyed.len(), "key_material_erased": certificate.key_material_erased.len()}),
+                        );
+                    } else {
+                        println!(
+                            "vault {} destroyed{}: key material erased ({} file(s)), {} files overwritten and unlinked, verified gone.\ncertificate: {} (+ .sig, and certificate.html for sign-off)\ncheck it: kakuri certificate verify {}",
+                            certificate.vault_id,
+                            if resumed { " (resumed)" } else { "" },
+                            certificate.key_material_erased.len(),
+                            certificate.files_destroyed.len(),
+                            path,
+                            path
+                        );
+                    }
+                }
+            }
+            Ok(ExitCode::Ok)
+        }
+        Cmd::Certificate {
+            cmd:
+                CertificateCmd::Verify {
+                    cert,
+                    signer,
+                    co_signer,
+                },
+        } => {
+            let s = signer
+                .as_deref()
+                .map(kakuri::keys::load_public_key)
+                .transpose()?;
+            let c = co_signer
+                .as_deref()
+                .map(kakuri::keys::load_public_key)
+                .transpose()?;
+            let r = kakuri::certificate::verify(&cert, s.as_ref(), c.as_ref())?;
+            if json {
+                print_json(&r);
+            } else {
+                println!(
+                    "certificate OK: {} for vault {}: {} key file(s) erased, {} files destroyed, signed by {}{}",
+                    r.certificate_id,
+                    r.vault_id,
+                    r.key_material_erased,
+                    r.files_destroyed,
+                    r.operator_fingerprint,
+                    r.co_signer_fingerprint.as_deref().map(|f| format!(", co-signed by {f}")).unwrap_or_default()
+                );
+            }
+            Ok(ExitCode::Ok)
+        }
         Cmd::Receipt {
             cmd: ReceiptCmd::Verify { dir, trust },
         } => {
@@ -736,6 +962,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn main() -> ProcessExit {
+    // Die quietly on a closed pipe (`kakuri audit VAULT | head`), as
+    // command-line tools do, instead of panicking on the next print.
+    // SAFETY: restoring the default disposition of SIGPIPE before any
+    // other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(c) => ProcessExit::from(c as u8),

@@ -74,6 +74,10 @@ pub struct Manifest {
     pub zstd_level: i32,
     pub shards: Vec<ShardInfo>,
     pub files: Vec<FileInfo>,
+    /// Set when this manifest replaced an earlier one (custody rewrap):
+    /// BLAKE3 of the manifest it supersedes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supersedes: Option<String>,
 }
 
 impl Manifest {
@@ -207,8 +211,59 @@ pub struct Loaded {
     pub signer: PublicKey,
 }
 
+const STAGED: &str = ".manifest.json.next";
+const STAGED_SIG: &str = ".manifest.json.sig.next";
+
+/// Replaces the manifest and its signature crash-safely: both are staged
+/// and synced first, then renamed (signature, then manifest). A crash
+/// between the renames is rolled forward by [`load`], which finds the
+/// staged pair still verifying.
+pub fn replace_signed(root: &Path, m: &Manifest, key: &PrivateKey) -> Result<()> {
+    if key.public_key().key_data() != m.signer_key()?.key_data() {
+        return Err(Error::internal("manifest signer differs from signing key"));
+    }
+    let bytes = m.to_bytes();
+    let sig = sign(&bytes, key)?;
+    let _ = std::fs::remove_file(root.join(STAGED));
+    let _ = std::fs::remove_file(root.join(STAGED_SIG));
+    vault::write_atomic(&root.join(STAGED_SIG), sig.as_bytes(), 0o444)?;
+    vault::write_atomic(&root.join(STAGED), &bytes, 0o444)?;
+    roll_forward(root)?;
+    vault::replace_atomic(
+        &root.join(vault::ALLOWED_SIGNERS),
+        allowed_signers_line(key.public_key()).as_bytes(),
+        0o444,
+    )
+}
+
+/// Completes an interrupted [`replace_signed`]: if a staged manifest and
+/// signature exist and verify together, move them into place; a lone
+/// staged file (staging was interrupted) is removed.
+fn roll_forward(root: &Path) -> Result<()> {
+    let (mp, sp) = (root.join(STAGED), root.join(STAGED_SIG));
+    match (mp.exists(), sp.exists()) {
+        (false, false) => return Ok(()),
+        (true, true) => {}
+        _ => {
+            let _ = std::fs::remove_file(&mp);
+            let _ = std::fs::remove_file(&sp);
+            return Ok(());
+        }
+    }
+    let bytes = std::fs::read(&mp).map_err(|e| Error::io(&mp, "cannot read", e))?;
+    let sig = std::fs::read_to_string(&sp).map_err(|e| Error::io(&sp, "cannot read", e))?;
+    let m = Manifest::parse(&bytes)?;
+    verify_sig(&bytes, &sig, &m.signer_key()?, NAMESPACE, STAGED)?;
+    std::fs::rename(&sp, root.join(vault::MANIFEST_SIG))
+        .map_err(|e| Error::io(&sp, "cannot move into place", e))?;
+    std::fs::rename(&mp, root.join(vault::MANIFEST))
+        .map_err(|e| Error::io(&mp, "cannot move into place", e))?;
+    vault::fsync_dir(root)
+}
+
 /// Reads and verifies the manifest. With `trusted`, the signer must be that key.
 pub fn load(v: &VaultDir, trusted: Option<&PublicKey>) -> Result<Loaded> {
+    roll_forward(&v.root)?;
     let mp = v.path(vault::MANIFEST);
     let bytes = std::fs::read(&mp).map_err(|e| Error::io(&mp, "cannot read", e))?;
     let manifest = Manifest::parse(&bytes)?;

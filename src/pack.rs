@@ -358,6 +358,7 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
         zstd_level: opts.zstd_level,
         shards: shards.clone(),
         files,
+        supersedes: None,
     };
     manifest::write_signed(root, &m, &sign_key)?;
     crate::audit::append(

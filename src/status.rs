@@ -24,7 +24,13 @@ pub struct Status {
     pub signer_fingerprint: String,
     pub custody_scheme: String,
     pub custodians: Vec<String>,
+    pub custody_generation: u32,
     pub tool: String,
+    /// "sealed", "destroyed" or "destroy interrupted".
+    pub state: String,
+    pub audit_entries: u64,
+    /// Custody files of an earlier generation left by an interrupted rewrap.
+    pub stale_custody_files: Vec<String>,
 }
 
 pub fn status(path: &std::path::Path, trusted: Option<&ssh_key::PublicKey>) -> Result<Status> {
@@ -54,6 +60,14 @@ pub fn status(path: &std::path::Path, trusted: Option<&ssh_key::PublicKey>) -> R
             .iter()
             .map(|c| c.label.clone())
             .collect(),
+        custody_generation: m.custody.generation,
         tool: m.tool.clone(),
+        state: crate::destroy::state(&dir.root)
+            .unwrap_or("sealed")
+            .to_string(),
+        audit_entries: crate::audit::read_all(&dir.root)
+            .map(|v| v.len() as u64)
+            .unwrap_or(0),
+        stale_custody_files: crate::custody::stale_wraps(&dir.root, &m.custody),
     })
 }
