@@ -234,13 +234,27 @@ pub fn destroy(o: &DestroyOptions) -> Result<Outcome> {
             o.vault.display()
         )));
     }
+    let key = crate::keys::load_signing_key(&o.sign_key)?;
     if root.join(CERT).exists() {
+        if root.join(JOURNAL).exists() && !o.dry_run {
+            // Interrupted after the certificate was written: record it.
+            let cb = std::fs::read(root.join(CERT))
+                .map_err(|e| Error::io(&root.join(CERT), "cannot read", e))?;
+            let cert: Certificate = serde_json::from_slice(&cb)
+                .map_err(|_| Error::integrity(format!("{CERT}: damaged")))?;
+            record_destroyed(&root, m, &key, &o.operator, &cert, &cb, true)?;
+            let _ = std::fs::remove_file(root.join(JOURNAL));
+            return Ok(Outcome::Destroyed {
+                path: root.join(CERT).display().to_string(),
+                certificate: Box::new(cert),
+                resumed: true,
+            });
+        }
         return Err(Error::state(format!(
             "this vault is already destroyed; its certificate is {}",
             root.join(CERT).display()
         )));
     }
-    let key = crate::keys::load_signing_key(&o.sign_key)?;
     let resuming = root.join(JOURNAL).exists();
     let mut j: Journal = if resuming {
         let b = std::fs::read(root.join(JOURNAL))
@@ -362,8 +376,10 @@ pub fn destroy(o: &DestroyOptions) -> Result<Outcome> {
                 ),
             }
         };
+        crate::faults::point("destroy-erased");
         j.done.push(e);
         save_journal(&root, &j)?;
+        crate::faults::point("destroy-journaled");
     }
     for d in [vault::CUSTODY_DIR, vault::INDEX_DIR, vault::SHARDS_DIR] {
         let _ = std::fs::remove_dir(root.join(d));
@@ -461,29 +477,43 @@ pub fn destroy(o: &DestroyOptions) -> Result<Outcome> {
     )?;
     vault::write_atomic(&root.join(CERT_SIG), sig.as_bytes(), 0o644)?;
     vault::write_atomic(&root.join(CERT), &cb, 0o644)?;
-    crate::audit::append(
-        &root,
-        &m.vault_id,
-        &key,
-        crate::audit::Event {
-            action: "destroy",
-            operator: &o.operator,
-            case: None,
-            reason: j.retention.reason.as_deref(),
-            result: serde_json::json!({
-                "certificate_id": cert.certificate_id,
-                "certificate_blake3": blake3::hash(&cb).to_hex().to_string(),
-                "files_destroyed": cert.files_destroyed.len(),
-                "key_material_erased": cert.key_material_erased.len(),
-                "resumed": resuming,
-            }),
-            queries: Vec::new(),
-        },
-    )?;
+    crate::faults::point("destroy-certified");
+    record_destroyed(&root, m, &key, &o.operator, &cert, &cb, resuming)?;
     let _ = std::fs::remove_file(root.join(JOURNAL));
     Ok(Outcome::Destroyed {
         path: root.join(CERT).display().to_string(),
         certificate: Box::new(cert),
         resumed: resuming,
     })
+}
+
+fn record_destroyed(
+    root: &Path,
+    m: &manifest::Manifest,
+    key: &ssh_key::PrivateKey,
+    operator: &str,
+    cert: &Certificate,
+    cert_bytes: &[u8],
+    resumed: bool,
+) -> Result<()> {
+    crate::audit::append(
+        root,
+        &m.vault_id,
+        key,
+        crate::audit::Event {
+            action: "destroy",
+            operator,
+            case: None,
+            reason: cert.retention.reason.as_deref(),
+            result: serde_json::json!({
+                "certificate_id": cert.certificate_id,
+                "certificate_blake3": blake3::hash(cert_bytes).to_hex().to_string(),
+                "files_destroyed": cert.files_destroyed.len(),
+                "key_material_erased": cert.key_material_erased.len(),
+                "resumed": resumed,
+            }),
+            queries: Vec::new(),
+        },
+    )
+    .map(|_| ())
 }

@@ -10,6 +10,7 @@ pub mod destroy;
 pub mod erase;
 pub mod error;
 pub mod export;
+pub mod faults;
 pub mod index;
 pub mod input;
 pub mod keys;
