@@ -348,7 +348,11 @@ pub struct KeysReader {
     entries: u64,
     entry_pages: u64,
     dir_levels: Vec<u64>,
+    cache: Vec<(u64, Box<[u8]>)>,
 }
+
+/// Pages kept by a reader's cache (most recently used last).
+const PAGE_CACHE: usize = 8;
 
 const KEYS_NAME: &str = "index/keys.age";
 
@@ -367,11 +371,25 @@ impl KeysReader {
             entries,
             entry_pages,
             dir_levels,
+            cache: Vec::new(),
         })
     }
 
+    /// Reads a page through a small cache: batch lookups walk the index
+    /// in key order, so neighbouring queries share pages.
     fn read_page(&mut self, page_no: u64, buf: &mut [u8]) -> Result<()> {
-        read_at(&mut self.r, KEYS_NAME, page_no * PAGE as u64, buf)
+        if let Some(i) = self.cache.iter().position(|(n, _)| *n == page_no) {
+            buf.copy_from_slice(&self.cache[i].1);
+            let hit = self.cache.remove(i);
+            self.cache.push(hit);
+            return Ok(());
+        }
+        read_at(&mut self.r, KEYS_NAME, page_no * PAGE as u64, buf)?;
+        if self.cache.len() >= PAGE_CACHE {
+            self.cache.remove(0);
+        }
+        self.cache.push((page_no, buf.to_vec().into_boxed_slice()));
+        Ok(())
     }
 
     /// All ordinals whose entry key equals `key`, ascending.
@@ -587,6 +605,9 @@ pub struct TreeReader {
     size: u64,
     levels: Vec<u64>,
     offsets: Vec<u64>,
+    /// Tile blocks already proven to the signed root (batch match).
+    verified: std::collections::HashSet<(usize, u64)>,
+    blocks: Vec<((usize, u64), Vec<Hash>)>,
 }
 
 const TREE_NAME: &str = "index/tree.age";
@@ -607,6 +628,8 @@ impl TreeReader {
             size,
             levels,
             offsets,
+            verified: Default::default(),
+            blocks: Vec::new(),
         })
     }
 
@@ -625,6 +648,56 @@ impl TreeReader {
             .chunks_exact(32)
             .map(|c| c.try_into().unwrap())
             .collect())
+    }
+
+    fn cached_block(&mut self, level: usize, block: u64) -> Result<Vec<Hash>> {
+        if let Some((_, b)) = self.blocks.iter().find(|(k, _)| *k == (level, block)) {
+            return Ok(b.clone());
+        }
+        let b = self.read_block(level, block)?;
+        if self.blocks.len() >= PAGE_CACHE {
+            self.blocks.remove(0);
+        }
+        self.blocks.push(((level, block), b.clone()));
+        Ok(b)
+    }
+
+    /// Proves tile block (`level`, `block`) to `root` once: its root must
+    /// equal its entry one level up, itself proven the same way. After
+    /// that, the block's hashes are trusted (each re-read is authenticated
+    /// by age's AEAD), so a batch of N leaves costs one tile walk, not N
+    /// proofs.
+    fn prove_block(&mut self, level: usize, block: u64, root: &Hash) -> Result<Vec<Hash>> {
+        let hashes = self.cached_block(level, block)?;
+        if self.verified.contains(&(level, block)) {
+            return Ok(hashes);
+        }
+        let r = merkle::root_of(&hashes);
+        let ok = if level + 1 == self.levels.len() - 1 || self.levels.len() == 1 {
+            merkle::ct_eq(&r, root)
+        } else {
+            let up = self.prove_block(level + 1, block / TILE as u64, root)?;
+            merkle::ct_eq(&r, &up[(block % TILE as u64) as usize])
+        };
+        if !ok {
+            return Err(Error::integrity(format!(
+                "{TREE_NAME}: tile block {block} of level {level} does not hash to the signed root"
+            )));
+        }
+        self.verified.insert((level, block));
+        Ok(hashes)
+    }
+
+    /// The leaf hash of `ordinal`, proven to `root` (see [`Self::prove_block`]).
+    pub fn verified_leaf(&mut self, ordinal: u64, root: &Hash) -> Result<Hash> {
+        if ordinal >= self.size {
+            return Err(Error::integrity(format!(
+                "{TREE_NAME}: leaf {ordinal} out of range"
+            )));
+        }
+        let block = ordinal / TILE as u64;
+        let hashes = self.prove_block(0, block, root)?;
+        Ok(hashes[(ordinal % TILE as u64) as usize])
     }
 
     /// The stored leaf hash of `ordinal` and its RFC 6962 audit path.

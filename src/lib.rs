@@ -2,6 +2,7 @@
 //! answer verified lookups, and destroy it with a checkable certificate.
 
 pub mod audit;
+pub mod batch;
 pub mod certificate;
 pub mod crypt;
 pub mod custody;

@@ -158,6 +158,11 @@ impl<'a> Lookup<'a> {
         self.keys.find(&k)
     }
 
+    /// Candidate ordinals for an already blinded key.
+    pub fn candidates_by_key(&mut self, k: &[u8; KEY_LEN]) -> Result<Vec<u64>> {
+        self.keys.find(k)
+    }
+
     /// Verified records matching `q`.
     pub fn find(&mut self, q: &Query) -> Result<Vec<Verified>> {
         let mut out = Vec::new();
@@ -176,6 +181,17 @@ impl<'a> Lookup<'a> {
 
     /// Reads record `ordinal` and proves it to the signed root.
     pub fn fetch(&mut self, ordinal: u64) -> Result<Verified> {
+        self.fetch_with(ordinal, true)
+    }
+
+    /// Like [`Lookup::fetch`], but proves the record hash through tile
+    /// blocks proven once per batch instead of building an audit path per
+    /// record (`proof` is then empty). Used by `match`.
+    pub fn fetch_batch(&mut self, ordinal: u64) -> Result<Verified> {
+        self.fetch_with(ordinal, false)
+    }
+
+    fn fetch_with(&mut self, ordinal: u64, full_proof: bool) -> Result<Verified> {
         let m = &self.opened.loaded.manifest;
         let loc = self.records.get(ordinal)?;
         let sh = m
@@ -207,13 +223,22 @@ impl<'a> Lookup<'a> {
         if ih.to_hex().as_str() != meta.image_blake3 || rec.image.len() as u64 != meta.image_size {
             return Err(bad("image does not match the hash in its metadata"));
         }
-        let (leaf, proof) = self.tree.proof(ordinal)?;
-        if !merkle::ct_eq(&leaf, &merkle::leaf_hash(&loc.record_hash)) {
-            return Err(bad("record hash differs from the Merkle tree's leaf"));
-        }
-        if !merkle::verify_inclusion(ordinal, m.records, &loc.record_hash, &proof, &self.root) {
-            return Err(bad("inclusion proof does not reach the signed Merkle root"));
-        }
+        let proof = if full_proof {
+            let (leaf, proof) = self.tree.proof(ordinal)?;
+            if !merkle::ct_eq(&leaf, &merkle::leaf_hash(&loc.record_hash)) {
+                return Err(bad("record hash differs from the Merkle tree's leaf"));
+            }
+            if !merkle::verify_inclusion(ordinal, m.records, &loc.record_hash, &proof, &self.root) {
+                return Err(bad("inclusion proof does not reach the signed Merkle root"));
+            }
+            proof
+        } else {
+            let leaf = self.tree.verified_leaf(ordinal, &self.root)?;
+            if !merkle::ct_eq(&leaf, &merkle::leaf_hash(&loc.record_hash)) {
+                return Err(bad("record hash differs from the Merkle tree's leaf"));
+            }
+            Vec::new()
+        };
         Ok(Verified {
             ordinal,
             shard: name,

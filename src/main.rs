@@ -112,6 +112,37 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         image: Vec<PathBuf>,
     },
+    /// Batch match: which of many queries (files found elsewhere, or a column of ids) are in the vault.
+    Match {
+        vault: PathBuf,
+        #[command(flatten)]
+        access: Access,
+        /// A directory of files found elsewhere: match each by its content hash.
+        #[arg(
+            long,
+            value_name = "DIR",
+            conflicts_with = "table",
+            required_unless_present = "table"
+        )]
+        dir: Option<PathBuf>,
+        /// A CSV file with a header row (or a .jsonl file) of values to match.
+        #[arg(long, value_name = "FILE", requires_all = ["column", "field"])]
+        table: Option<PathBuf>,
+        /// The CSV column (or JSONL key) holding the values.
+        #[arg(long, value_name = "NAME")]
+        column: Option<String>,
+        /// What the values are: member_id, document_number or record_id.
+        #[arg(long, value_name = "FIELD")]
+        field: Option<String>,
+        /// Write hits here (a new file) instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Hits as CSV instead of JSON lines.
+        #[arg(long)]
+        csv: bool,
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
     /// Write one record's exact image and metadata plus a receipt into a new directory.
     Export {
         vault: PathBuf,
@@ -656,6 +687,86 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("merkle root {root}");
             }
             Ok(if found > 0 {
+                ExitCode::Ok
+            } else {
+                ExitCode::NotFound
+            })
+        }
+        Cmd::Match {
+            vault,
+            access,
+            dir,
+            table,
+            column,
+            field,
+            out,
+            csv,
+            jobs: j,
+        } => {
+            let src = match (dir, table) {
+                (Some(d), _) => kakuri::batch::Source::Dir(d),
+                (None, Some(t)) => kakuri::batch::Source::Table {
+                    path: t,
+                    column: column.unwrap_or_default(),
+                    field: kakuri::batch::parse_field(field.as_deref().unwrap_or_default())?,
+                },
+                (None, None) => return Err(Error::usage("match needs --dir DIR or --table FILE")),
+            };
+            let o = access.open(&vault)?;
+            warn_retention(o.loaded.manifest.days_left().unwrap_or(0));
+            // Hits are held until the run is recorded in the audit log.
+            let mut staged = match &out {
+                Some(p) => Some(kakuri::vault::AtomicFile::create(p, 0o600)?),
+                None => None,
+            };
+            let mut mem = Vec::new();
+            let summary = {
+                let sink: Box<dyn std::io::Write> = match staged.as_mut() {
+                    Some(f) => Box::new(std::io::BufWriter::new(f)),
+                    None => Box::new(&mut mem),
+                };
+                let mut w = kakuri::batch::HitWriter::new(sink, csv);
+                let s = kakuri::batch::run(&o, &src, jobs(j), |h| w.write(h))?;
+                w.finish()?;
+                s
+            };
+            record(
+                &o.dir.root,
+                &o.loaded.manifest.vault_id,
+                &access.sign_key,
+                &operator,
+                "match",
+                Some(&access.case),
+                Some(&access.reason),
+                serde_json::json!({
+                    "queries": summary.queries,
+                    "queries_matched": summary.queries_matched,
+                    "queries_not_found": summary.queries_not_found,
+                    "records_matched": summary.records_matched,
+                }),
+                vec![format!("source:{}", &summary.source_hash[..32])],
+            )?;
+            if let Some(f) = staged {
+                f.commit()?;
+            } else {
+                use std::io::Write;
+                std::io::stdout()
+                    .write_all(&mem)
+                    .map_err(|e| Error::io_ctx("cannot write output", e))?;
+            }
+            let line = format!(
+                "{} queries: {} matched ({} records, each verified), {} not in the vault",
+                summary.queries,
+                summary.queries_matched,
+                summary.records_matched,
+                summary.queries_not_found
+            );
+            if json && out.is_some() {
+                print_json(&summary);
+            } else {
+                eprintln!("kakuri: {line}");
+            }
+            Ok(if summary.queries_matched > 0 {
                 ExitCode::Ok
             } else {
                 ExitCode::NotFound
