@@ -376,6 +376,28 @@ pub fn verify(vault_root: &Path, vault_id: &str, trusted: &[PublicKey]) -> Resul
         check.entries += 1;
     }
     check.head_hash = prev.clone();
+    // Nothing else belongs in audit/.
+    if let Ok(rd) = fs::read_dir(vault_root.join(DIR)) {
+        let mut extra: Vec<String> = rd
+            .flatten()
+            .map(|e| format!("{DIR}/{}", e.file_name().to_string_lossy()))
+            .filter(|p| p != LOG && p != HEAD && p != HEAD_SIG)
+            // Leftovers of an interrupted atomic write of the head.
+            .filter(|p| {
+                !(p.starts_with("audit/.head.json") && (p.ends_with(".tmp") || p.ends_with(".new")))
+            })
+            .collect();
+        extra.sort();
+        if let Some(x) = extra.first() {
+            let n = check.entries;
+            fail(
+                &mut check,
+                n,
+                format!("{x}: a file that is not part of the audit log"),
+            );
+            return Ok(check);
+        }
+    }
     // The signed head must name the last entry.
     let count = check.entries;
     let hp = vault_root.join(HEAD);

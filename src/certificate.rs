@@ -258,9 +258,23 @@ pub fn verify(
     }
     // Internal consistency: every sealed file destroyed exactly once with
     // the size and hash it was sealed with; the check passed.
+    // Key material beyond the sealed files is allowed: wraps of an earlier
+    // custody generation left by an interrupted rewrap, erased first.
+    let sealed_paths: Vec<&str> = c.sealed.files.iter().map(|f| f.path.as_str()).collect();
+    if let Some(e) = c
+        .key_material_erased
+        .iter()
+        .find(|e| !e.path.starts_with("custody/"))
+    {
+        return Err(bad(&format!(
+            "{}: listed as key material but is not a custody file",
+            e.path
+        )));
+    }
     let mut destroyed: Vec<&Erased> = c
         .key_material_erased
         .iter()
+        .filter(|e| sealed_paths.contains(&e.path.as_str()))
         .chain(c.files_destroyed.iter())
         .collect();
     destroyed.sort_by(|a, b| a.path.cmp(&b.path));

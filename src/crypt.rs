@@ -126,7 +126,13 @@ pub type SeekableReader = age::stream::StreamReader<BufReader<CountingFile>>;
 /// Opens an encrypted vault file for seekable reading with the vault key.
 /// `name` is the vault-relative name used in messages.
 pub fn open_encrypted(path: &Path, name: &str, key: &VaultKey) -> Result<SeekableReader> {
-    let f = File::open(path).map_err(|e| Error::io(path, "cannot open", e))?;
+    let f = File::open(path).map_err(|e| {
+        if e.kind() == io::ErrorKind::NotFound {
+            Error::integrity(format!("{name} is missing from the vault"))
+        } else {
+            Error::io(path, "cannot open", e)
+        }
+    })?;
     let r = BufReader::with_capacity(AGE_CHUNK_CT as usize, CountingFile(f));
     let d = age::Decryptor::new_buffered(r)
         .map_err(|e| Error::integrity(format!("{name}: not a valid age file ({e})")))?;

@@ -283,7 +283,22 @@ pub fn destroy(o: &DestroyOptions) -> Result<Outcome> {
             .as_deref()
             .map(|p| read_co_sign(p, m, &loaded.bytes, o.co_signer.as_ref()))
             .transpose()?;
-        let plan = plan(m);
+        let mut plan = plan(m);
+        // Wraps of an earlier custody generation left by an interrupted
+        // rewrap are key material for every copy of the vault: first to go.
+        let mut stale = Vec::new();
+        for rel in crate::custody::stale_wraps(&root, &m.custody) {
+            let p = root.join(&rel);
+            let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, "cannot read", e))?;
+            stale.push(PlannedFile {
+                path: rel,
+                size: bytes.len() as u64,
+                blake3: blake3::hash(&bytes).to_hex().to_string(),
+                kind: "key-material".into(),
+            });
+        }
+        stale.append(&mut plan);
+        let plan = stale;
         if o.dry_run {
             return Ok(Outcome::DryRun(plan));
         }
@@ -439,7 +454,7 @@ pub fn destroy(o: &DestroyOptions) -> Result<Outcome> {
         .done
         .iter()
         .cloned()
-        .partition(|e| m.custody.wraps.contains(&e.path));
+        .partition(|e| e.path.starts_with("custody/"));
     let mut cert_id = [0u8; 16];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut cert_id);
     let cert = Certificate {

@@ -24,9 +24,11 @@ pub struct ExportReport {
 fn create_new(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let p = dir.join(name);
+    use std::os::unix::fs::OpenOptionsExt;
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(&p)
         .map_err(|e| Error::io(&p, "cannot create", e))?;
     f.write_all(bytes)

@@ -162,7 +162,7 @@ impl InputReader {
                 }
                 *entry_no += 1;
                 let place = format!(
-                    "input file #{entry_no} (in byte order of paths; `cd INPUT && find . -type f -o -type l | LC_ALL=C sort | sed -n {entry_no}p` names it)"
+                    "input file #{entry_no} (counting files depth-first, each directory's entries in byte order of their names)"
                 );
                 if ft.is_symlink() {
                     return Err(Error::input(format!(

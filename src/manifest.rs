@@ -114,6 +114,18 @@ impl Manifest {
                 m.version
             )));
         }
+        if m.index.page != crate::index::PAGE as u32
+            || m.index.tree_tile != crate::merkle::TILE as u32
+            || m.index.keys != vault::KEYS_FILE
+            || m.index.records != vault::RECORDS_FILE
+            || m.index.tree != vault::TREE_FILE
+            || m.merkle.alg != "blake3-rfc6962"
+        {
+            return Err(Error::integrity(format!(
+                "{}: index layout or hash algorithm differs from format version {VERSION}",
+                vault::MANIFEST
+            )));
+        }
         if m.merkle.size != m.records {
             return Err(Error::integrity(format!(
                 "{}: merkle size differs from record count",
@@ -241,21 +253,32 @@ pub fn replace_signed(root: &Path, m: &Manifest, key: &PrivateKey) -> Result<()>
 /// staged file (staging was interrupted) is removed.
 fn roll_forward(root: &Path) -> Result<()> {
     let (mp, sp) = (root.join(STAGED), root.join(STAGED_SIG));
+    let staged_pair_verifies = |sig_path: &Path| -> bool {
+        let (Ok(bytes), Ok(sig)) = (std::fs::read(&mp), std::fs::read_to_string(sig_path)) else {
+            return false;
+        };
+        Manifest::parse(&bytes)
+            .and_then(|m| m.signer_key())
+            .and_then(|k| verify_sig(&bytes, &sig, &k, NAMESPACE, STAGED))
+            .is_ok()
+    };
     match (mp.exists(), sp.exists()) {
         (false, false) => return Ok(()),
-        (true, true) => {}
+        // Both staged: move the signature, then the manifest.
+        (true, true) if staged_pair_verifies(&sp) => {
+            std::fs::rename(&sp, root.join(vault::MANIFEST_SIG))
+                .map_err(|e| Error::io(&sp, "cannot move into place", e))?;
+        }
+        // Interrupted between the two renames: the signature in place
+        // already belongs to the staged manifest.
+        (true, false) if staged_pair_verifies(&root.join(vault::MANIFEST_SIG)) => {}
+        // Staging itself was interrupted: the old pair is still whole.
         _ => {
             let _ = std::fs::remove_file(&mp);
             let _ = std::fs::remove_file(&sp);
-            return Ok(());
+            return vault::fsync_dir(root);
         }
     }
-    let bytes = std::fs::read(&mp).map_err(|e| Error::io(&mp, "cannot read", e))?;
-    let sig = std::fs::read_to_string(&sp).map_err(|e| Error::io(&sp, "cannot read", e))?;
-    let m = Manifest::parse(&bytes)?;
-    verify_sig(&bytes, &sig, &m.signer_key()?, NAMESPACE, STAGED)?;
-    std::fs::rename(&sp, root.join(vault::MANIFEST_SIG))
-        .map_err(|e| Error::io(&sp, "cannot move into place", e))?;
     std::fs::rename(&mp, root.join(vault::MANIFEST))
         .map_err(|e| Error::io(&mp, "cannot move into place", e))?;
     vault::fsync_dir(root)
@@ -279,7 +302,16 @@ pub fn load(v: &VaultDir, trusted: Option<&PublicKey>) -> Result<Loaded> {
         }
     }
     let sp = v.path(vault::MANIFEST_SIG);
-    let armored = std::fs::read_to_string(&sp).map_err(|e| Error::io(&sp, "cannot read", e))?;
+    let armored = std::fs::read_to_string(&sp).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::integrity(format!(
+            "{} is missing: the manifest cannot be checked",
+            vault::MANIFEST_SIG
+        )),
+        std::io::ErrorKind::InvalidData => {
+            Error::integrity(format!("{}: not an SSHSIG", vault::MANIFEST_SIG))
+        }
+        _ => Error::io(&sp, "cannot read", e),
+    })?;
     verify_sig(&bytes, &armored, &signer, NAMESPACE, vault::MANIFEST)?;
     Ok(Loaded {
         manifest,
@@ -309,4 +341,43 @@ pub fn write_signed(root: &Path, m: &Manifest, key: &PrivateKey) -> Result<()> {
     vault::write_atomic(&root.join(vault::MANIFEST_SIG), sig.as_bytes(), 0o444)?;
     // The manifest is written last: its presence marks a complete vault.
     vault::write_atomic(&root.join(vault::MANIFEST), &bytes, 0o444)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replacement_interrupted_between_renames_rolls_forward() {
+        let d = tempfile::tempdir().unwrap();
+        let key = PrivateKey::random(&mut rand_core::OsRng, ssh_key::Algorithm::Ed25519).unwrap();
+        let mut m: Manifest = serde_json::from_value(serde_json::json!({
+            "format": FORMAT, "version": VERSION, "vault_id": "v", "created": "c", "retain_until": "2099-01-01",
+            "tool": "t", "records": 1, "image_bytes": 1, "doc_types": {},
+            "merkle": {"alg": "blake3-rfc6962", "size": 1, "root": hex::encode([0u8; 32])},
+            "index": {"keys": vault::KEYS_FILE, "records": vault::RECORDS_FILE, "tree": vault::TREE_FILE,
+                      "entries": 2, "page": crate::index::PAGE, "tree_tile": crate::merkle::TILE},
+            "custody": {"scheme": "any-one", "threshold": 1, "generation": 1, "custodians": [], "wraps": [], "key_check": ""},
+            "signer": key.public_key().to_openssh().unwrap(), "zstd_level": 3, "shards": [], "files": []
+        }))
+        .unwrap();
+        write_signed(d.path(), &m, &key).unwrap();
+        let v = VaultDir::new(d.path());
+        assert_eq!(load(&v, None).unwrap().manifest.custody.generation, 1);
+        // Stage generation 2, then "crash" after the signature rename.
+        m.custody.generation = 2;
+        let bytes = m.to_bytes();
+        std::fs::write(d.path().join(STAGED), &bytes).unwrap();
+        std::fs::write(
+            d.path().join(vault::MANIFEST_SIG),
+            sign(&bytes, &key).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(load(&v, None).unwrap().manifest.custody.generation, 2);
+        assert!(!d.path().join(STAGED).exists());
+        // A lone staged signature (staging interrupted) is dropped; the old pair stands.
+        std::fs::write(d.path().join(STAGED_SIG), "junk").unwrap();
+        assert_eq!(load(&v, None).unwrap().manifest.custody.generation, 2);
+        assert!(!d.path().join(STAGED_SIG).exists());
+    }
 }

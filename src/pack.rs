@@ -156,6 +156,23 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
     }
     let sign_key = crate::keys::load_signing_key(&opts.sign_key)?;
     let mut input = InputReader::open(&opts.input)?;
+    if let (Ok(i), Some(Ok(o))) = (
+        opts.input.canonicalize(),
+        opts.out
+            .parent()
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    p
+                }
+            })
+            .map(Path::canonicalize),
+    ) {
+        if o.starts_with(&i) {
+            return Err(Error::usage("--out must not be inside the input directory"));
+        }
+    }
     if opts.out.symlink_metadata().is_ok() {
         return Err(Error::refused(format!(
             "{} already exists; pack writes a new vault directory",
@@ -397,6 +414,25 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
     })
 }
 
+/// The doc_type as counted in the clear manifest: only short tokens
+/// (`[a-z0-9_-]`, at most 32 bytes) are shown; anything else — which could
+/// be free text about a person — is counted as "other".
+pub fn doc_type_label(t: Option<&str>) -> String {
+    match t {
+        None => "unspecified".into(),
+        Some(s)
+            if !s.is_empty()
+                && s.len() <= 32
+                && s.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                }) =>
+        {
+            s.into()
+        }
+        Some(_) => "other".into(),
+    }
+}
+
 /// The sealed metadata document of one record.
 pub fn meta_json(r: &InputRecord, image_size: u64, image_hash: &[u8; 32]) -> Vec<u8> {
     let m = Meta {
@@ -498,12 +534,7 @@ fn seal_shard(
         ));
         image_bytes += image.len() as u64;
         *doc_types
-            .entry(
-                r.fields
-                    .doc_type
-                    .clone()
-                    .unwrap_or_else(|| "unspecified".into()),
-            )
+            .entry(doc_type_label(r.fields.doc_type.as_deref()))
             .or_default() += 1;
         if let Some(b) = bar {
             b.inc(1);

@@ -68,7 +68,7 @@ pub fn normalize_member_id(s: &str) -> String {
 
 /// Document numbers: full-width ASCII (U+FF01..U+FF5E) folded to ASCII,
 /// spaces (including U+3000) and hyphens/dashes removed, letters upper-cased.
-/// "第１２３４-５６７８" and "1234 5678" style input thus match.
+/// "１２３４-５６７８" and "1234 5678" thus both become "12345678".
 pub fn normalize_document_number(s: &str) -> String {
     s.chars()
         .filter_map(|c| {
@@ -128,8 +128,12 @@ pub fn fields_of(meta: &Meta<'_>) -> Fields {
     let v: serde_json::Value = serde_json::from_str(meta.source.get()).unwrap_or_default();
     let get = |k: &str| scalar_text(v.get(k)).ok().flatten();
     Fields {
-        member_id: get("member_id").map(|s| normalize_member_id(&s)),
-        document_number: get("document_number").map(|s| normalize_document_number(&s)),
+        member_id: get("member_id")
+            .map(|s| normalize_member_id(&s))
+            .filter(|s| !s.is_empty()),
+        document_number: get("document_number")
+            .map(|s| normalize_document_number(&s))
+            .filter(|s| !s.is_empty()),
         doc_type: get("doc_type"),
     }
 }

@@ -86,7 +86,18 @@ fn constant_time_eq_str(a: &str, b: &str) -> bool {
 
 /// Files in the vault that the manifest does not list.
 fn unexpected(root: &Path, listed: &BTreeSet<&str>) -> Vec<String> {
-    let known_top = [vault::MANIFEST, vault::MANIFEST_SIG, vault::ALLOWED_SIGNERS];
+    let known_top = [
+        vault::MANIFEST,
+        vault::MANIFEST_SIG,
+        vault::ALLOWED_SIGNERS,
+        crate::audit::LOG,
+        crate::audit::HEAD,
+        crate::audit::HEAD_SIG,
+        crate::destroy::JOURNAL,
+        crate::destroy::CERT,
+        crate::destroy::CERT_SIG,
+        crate::destroy::CERT_HTML,
+    ];
     let mut out = Vec::new();
     for ent in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
         let Ok(ent) = ent else { continue };
@@ -99,10 +110,6 @@ fn unexpected(root: &Path, listed: &BTreeSet<&str>) -> Vec<String> {
             .unwrap_or(ent.path())
             .to_string_lossy()
             .into_owned();
-        // The audit log grows after sealing; `audit verify` checks it.
-        if rel.starts_with("audit/") || rel.starts_with("destroy/") {
-            continue;
-        }
         if !listed.contains(rel.as_str()) && !known_top.contains(&rel.as_str()) {
             out.push(rel);
         }
@@ -266,6 +273,14 @@ fn deep_shard(o: &Opened, si: usize) -> ShardOutcome {
                 if let Ok(loc) = records.get(ord) {
                     expect_off = loc.frame_offset + loc.frame_len as u64;
                 }
+                // A failed chunk leaves age's reader unusable: reopen it.
+                match o.open_file(&sh.file) {
+                    Ok(nr) => r = nr,
+                    Err(e) => {
+                        bad_all(&mut out, e.to_string());
+                        return out;
+                    }
+                }
             }
         }
     }
@@ -331,16 +346,20 @@ pub fn verify_deep(o: &Opened, jobs: usize) -> Result<DeepReport> {
     }
     rep.records_checked = computed.iter().filter(|l| l.is_some()).count() as u64;
     // The stored tree must hold exactly the leaves computed from the shards.
-    let mut tree = TreeReader::open(o.open_file(vault::TREE_FILE)?, m.records)?;
-    let tree_res = tree.for_each_leaf(|i, h| {
-        if let Some(Some(c)) = computed.get(i as usize) {
-            if !merkle::ct_eq(c, &h) {
-                leaves_ok = false;
-            }
-        }
-        rb.push(h);
-        Ok(())
-    });
+    let tree_res = o
+        .open_file(vault::TREE_FILE)
+        .and_then(|r| TreeReader::open(r, m.records))
+        .and_then(|mut tree| {
+            tree.for_each_leaf(|i, h| {
+                if let Some(Some(c)) = computed.get(i as usize) {
+                    if !merkle::ct_eq(c, &h) {
+                        leaves_ok = false;
+                    }
+                }
+                rb.push(h);
+                Ok(())
+            })
+        });
     if let Err(e) = tree_res {
         rep.problems
             .push(format!("{}: {}", vault::TREE_FILE, e.msg));
@@ -352,20 +371,24 @@ pub fn verify_deep(o: &Opened, jobs: usize) -> Result<DeepReport> {
             .push("Merkle root rebuilt from the vault differs from the signed root".into());
     }
     // Index: sorted, complete, and exactly the entries the records imply.
-    let mut keys = KeysReader::open(o.open_file(vault::KEYS_FILE)?, m.index.entries)?;
     let mut got = MultisetDigest::default();
     let mut count = 0u64;
     let mut sorted = true;
     let mut prev: Option<Entry> = None;
-    let keys_res = keys.for_each(|e| {
-        if prev.is_some_and(|p| p > e) {
-            sorted = false;
-        }
-        prev = Some(e);
-        got.add(&e);
-        count += 1;
-        Ok(())
-    });
+    let keys_res = o
+        .open_file(vault::KEYS_FILE)
+        .and_then(|r| KeysReader::open(r, m.index.entries))
+        .and_then(|mut keys| {
+            keys.for_each(|e| {
+                if prev.is_some_and(|p| p > e) {
+                    sorted = false;
+                }
+                prev = Some(e);
+                got.add(&e);
+                count += 1;
+                Ok(())
+            })
+        });
     if let Err(e) = keys_res {
         rep.problems
             .push(format!("{}: {}", vault::KEYS_FILE, e.msg));
