@@ -383,7 +383,7 @@ fn warn_retention(days_left: i64) {
     }
 }
 
-fn run(cli: Cli) -> Result<ExitCode> {
+fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
     let json = cli.json;
     let operator = cli
         .operator
@@ -601,13 +601,37 @@ fn run(cli: Cli) -> Result<ExitCode> {
             record_id,
             image,
         } => {
-            let mut qs: Vec<Query> = Vec::new();
-            qs.extend(member_id.into_iter().map(Query::MemberId));
-            qs.extend(document_number.into_iter().map(Query::DocumentNumber));
-            qs.extend(record_id.into_iter().map(Query::RecordId));
-            for p in &image {
-                qs.push(Query::from_image_file(p)?);
+            // Queries are numbered in command-line order.
+            let sub = matches.subcommand_matches("lookup");
+            let at = |id: &str| -> Vec<usize> {
+                sub.and_then(|m| m.indices_of(id))
+                    .map(|i| i.collect())
+                    .unwrap_or_default()
+            };
+            let mut ordered: Vec<(usize, Query)> = Vec::new();
+            ordered.extend(
+                at("member_id")
+                    .into_iter()
+                    .zip(member_id)
+                    .map(|(i, v)| (i, Query::MemberId(v))),
+            );
+            ordered.extend(
+                at("document_number")
+                    .into_iter()
+                    .zip(document_number)
+                    .map(|(i, v)| (i, Query::DocumentNumber(v))),
+            );
+            ordered.extend(
+                at("record_id")
+                    .into_iter()
+                    .zip(record_id)
+                    .map(|(i, v)| (i, Query::RecordId(v))),
+            );
+            for (i, p) in at("image").into_iter().zip(&image) {
+                ordered.push((i, Query::from_image_file(p)?));
             }
+            ordered.sort_by_key(|(i, _)| *i);
+            let qs: Vec<Query> = ordered.into_iter().map(|(_, q)| q).collect();
             if qs.is_empty() {
                 return Err(Error::usage("lookup needs at least one of --member-id, --document-number, --record-id, --image"));
             }
@@ -1080,8 +1104,13 @@ fn main() -> ProcessExit {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
-    match run(cli) {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    match run(cli, &matches) {
         Ok(c) => ProcessExit::from(c as u8),
         Err(e) => {
             eprintln!("kakuri: error: {}", e.msg);
