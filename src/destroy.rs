@@ -74,10 +74,10 @@ pub enum Outcome {
 
 /// The destruction state of a vault directory, if any.
 pub fn state(root: &Path) -> Option<&'static str> {
-    if root.join(CERT).exists() {
-        Some("destroyed")
-    } else if root.join(JOURNAL).exists() {
+    if root.join(JOURNAL).exists() {
         Some("destroy interrupted")
+    } else if root.join(CERT).exists() {
+        Some("destroyed")
     } else {
         None
     }
@@ -302,8 +302,6 @@ pub fn destroy(o: &DestroyOptions) -> Result<Outcome> {
         if o.dry_run {
             return Ok(Outcome::DryRun(plan));
         }
-        std::fs::create_dir_all(root.join(DIR))
-            .map_err(|e| Error::io(&root.join(DIR), "cannot create", e))?;
         let approvals = Approvals {
             operator: o.operator.clone(),
             operator_key: key
@@ -336,6 +334,8 @@ pub fn destroy(o: &DestroyOptions) -> Result<Outcome> {
                 queries: Vec::new(),
             },
         )?;
+        std::fs::create_dir_all(root.join(DIR))
+            .map_err(|e| Error::io(&root.join(DIR), "cannot create", e))?;
         let j = Journal {
             vault_id: m.vault_id.clone(),
             started: start.time.clone(),
@@ -494,6 +494,7 @@ pub fn destroy(o: &DestroyOptions) -> Result<Outcome> {
     vault::write_atomic(&root.join(CERT), &cb, 0o644)?;
     crate::faults::point("destroy-certified");
     record_destroyed(&root, m, &key, &o.operator, &cert, &cb, resuming)?;
+    crate::faults::point("destroy-recorded");
     let _ = std::fs::remove_file(root.join(JOURNAL));
     Ok(Outcome::Destroyed {
         path: root.join(CERT).display().to_string(),
@@ -511,6 +512,14 @@ fn record_destroyed(
     cert_bytes: &[u8],
     resumed: bool,
 ) -> Result<()> {
+    // Already recorded (a crash came after the entry, before the journal
+    // was removed): record it once only.
+    let last = crate::audit::read_all(root)?.pop();
+    if last.is_some_and(|e| {
+        e.action == "destroy" && e.result["certificate_id"] == cert.certificate_id.as_str()
+    }) {
+        return Ok(());
+    }
     crate::audit::append(
         root,
         &m.vault_id,
