@@ -64,7 +64,7 @@ impl PackOptions {
             jobs: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),
-            zstd_level: 3,
+            zstd_level: -1,
             shard_bytes: 256 << 20,
             shard_records: 65536,
             max_record_bytes: 1 << 30,
