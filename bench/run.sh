@@ -52,11 +52,11 @@ for i in $(seq 1 "$LOOKUPS"); do
   n=$(( (i * 7919 * 104729) % COUNT ))
   rid=$(printf 'rec-%08d' "$n")
   s=$EPOCHREALTIME
-  "$K" lookup vault -i custodian.key --case BENCH --reason benchmark --record-id "$rid" >/dev/null 2>.err || { cat .err >&2; exit 1; }
+  "$K" lookup vault -i custodian.key --sign-key operator --case BENCH --reason benchmark --record-id "$rid" >/dev/null 2>.err || { cat .err >&2; exit 1; }
   e=$EPOCHREALTIME
   LT+=("$(echo "$e - $s" | bc -l)")
 done
-run kakuri-lookup "$K" lookup vault -i custodian.key --case BENCH --reason benchmark --record-id "$rid"
+run kakuri-lookup "$K" lookup vault -i custodian.key --sign-key operator --case BENCH --reason benchmark --record-id "$rid"
 LK_RSS=$RSS
 LOOK_K=$(printf '%s\n' "${LT[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
 # baseline: the pipeline has no index; finding one record means a full scan
@@ -68,10 +68,10 @@ run baseline-lookup bash -c "age -d -i custodian.key baseline.tar.zst.age | zstd
 LOOK_B=$WALL; LOOK_B_RSS=$RSS
 
 # --- deep verify vs decrypt+decompress of the same shards
-run kakuri-verify "$K" verify vault --deep -i custodian.key
+run kakuri-verify "$K" verify vault --deep -i custodian.key --sign-key operator
 VER_K=$WALL; VER_K_RSS=$RSS
 mkdir -p /dev/shm/kakuri-bench.$$ && VK=/dev/shm/kakuri-bench.$$/vault.key
-age -d -i custodian.key vault/custody/vault-key.age > "$VK"
+age -d -i custodian.key vault/custody/g1-vault-key.age > "$VK"
 run baseline-decrypt bash -c "for s in vault/shards/*.tar.zst.age; do age -d -i $VK \$s | zstd -q -d > /dev/null; done"
 VER_B=$WALL; VER_B_RSS=$RSS
 rm -rf /dev/shm/kakuri-bench.$$
