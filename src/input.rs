@@ -20,15 +20,35 @@ pub const RECORDS_JSONL: &str = "records.jsonl";
 /// Longest accepted records.jsonl line.
 pub const MAX_LINE: u64 = 1 << 20;
 
+/// Where an input record came from, for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// 1-based line of records.jsonl.
+    Line(u64),
+    /// 1-based file number in directory mode.
+    File(u64),
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Place::Line(n) => write!(f, "{RECORDS_JSONL} line {n}"),
+            Place::File(n) => write!(
+                f,
+                "input file #{n} (counting files depth-first, each directory's entries in byte order of their names)"
+            ),
+        }
+    }
+}
+
 /// One record to seal, before its image is read.
 #[derive(Debug, Clone)]
 pub struct InputRecord {
     pub ordinal: u64,
     /// Where it came from, for messages: "records.jsonl line 12" or "input file #12".
-    pub place: String,
+    pub place: Place,
     pub record_id: String,
     pub image_rel: String,
-    pub image_abs: PathBuf,
     pub image_size: u64,
     /// The records.jsonl line verbatim (a synthesized object in directory mode).
     pub source: Box<RawValue>,
@@ -112,6 +132,11 @@ impl InputReader {
         })
     }
 
+    /// The input directory, resolved.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     pub fn is_jsonl(&self) -> bool {
         matches!(self.mode, Mode::Jsonl { .. })
     }
@@ -138,8 +163,7 @@ impl InputReader {
                 if buf.iter().all(|b| b.is_ascii_whitespace()) {
                     continue;
                 }
-                let place = format!("{RECORDS_JSONL} line {line_no}");
-                break parse_line(&buf, place)?;
+                break parse_line(&buf, Place::Line(*line_no))?;
             },
             Mode::Dir { walker, entry_no } => loop {
                 let Some(ent) = walker.next() else {
@@ -161,9 +185,8 @@ impl InputReader {
                     continue;
                 }
                 *entry_no += 1;
-                let place = format!(
-                    "input file #{entry_no} (counting files depth-first, each directory's entries in byte order of their names)"
-                );
+                let place_id = Place::File(*entry_no);
+                let place = place_id.to_string();
                 if ft.is_symlink() {
                     return Err(Error::input(format!(
                         "{place}: is a symbolic link; symlinks are refused"
@@ -190,6 +213,7 @@ impl InputReader {
                     source: raw,
                     fields: Fields::default(),
                     place,
+                    place_id,
                 };
             },
         };
@@ -209,15 +233,14 @@ impl InputReader {
                 }
             }
         }
-        let (image_abs, image_size) = self.check_image(&rec.image_rel, &rec.place)?;
+        let (_, image_size) = self.check_image(&rec.image_rel, &rec.place)?;
         let ordinal = self.ordinal;
         self.ordinal += 1;
         Ok(Some(InputRecord {
             ordinal,
-            place: rec.place,
+            place: rec.place_id,
             record_id: rec.record_id,
             image_rel: rec.image_rel,
-            image_abs,
             image_size,
             source: rec.source,
             fields: rec.fields,
@@ -327,6 +350,7 @@ fn earlier_line_with_id(jl: &Path, id: &str, before: u64) -> Result<Option<u64>>
 }
 
 struct Parsed {
+    place_id: Place,
     record_id: String,
     image_rel: String,
     source: Box<RawValue>,
@@ -334,7 +358,8 @@ struct Parsed {
     place: String,
 }
 
-fn parse_line(buf: &[u8], place: String) -> Result<Parsed> {
+fn parse_line(buf: &[u8], place_id: Place) -> Result<Parsed> {
+    let place = place_id.to_string();
     let text = std::str::from_utf8(buf).map_err(|e| {
         Error::input(format!(
             "{place}: not valid UTF-8 (byte {})",
@@ -381,6 +406,7 @@ fn parse_line(buf: &[u8], place: String) -> Result<Parsed> {
     let source = RawValue::from_string(text.to_string())
         .map_err(|e| Error::input(format!("{place}: not valid JSON (column {})", e.column())))?;
     Ok(Parsed {
+        place_id,
         record_id,
         image_rel: image,
         source,

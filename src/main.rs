@@ -70,11 +70,14 @@ enum Cmd {
         #[arg(long, default_value_t = 256 << 20)]
         shard_bytes: u64,
         /// Close a shard after this many records.
-        #[arg(long, default_value_t = 65536)]
+        #[arg(long, default_value_t = 8192)]
         shard_records: u64,
         /// Refuse images larger than this.
         #[arg(long, default_value_t = 1 << 30)]
         max_record_bytes: u64,
+        /// Blind-index entries sorted in memory before a run is spilled (encrypted) to disk.
+        #[arg(long, default_value_t = 1 << 19, hide = true)]
+        sort_run_entries: usize,
     },
     /// Show what a vault holds, its retention date and signature (no key needed).
     Status {
@@ -441,6 +444,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
             shard_bytes,
             shard_records,
             max_record_bytes,
+            sort_run_entries,
         } => {
             let mut o =
                 kakuri::pack::PackOptions::new(input, recipients, sign_key, retain_until, out);
@@ -451,6 +455,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
             o.shard_bytes = shard_bytes;
             o.shard_records = shard_records.max(1);
             o.max_record_bytes = max_record_bytes;
+            o.sort_run_entries = sort_run_entries.max(1);
             o.progress = !json && std::io::stderr().is_terminal();
             let s = kakuri::pack::pack(&o)?;
             if json {

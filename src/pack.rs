@@ -66,11 +66,11 @@ impl PackOptions {
                 .unwrap_or(2),
             zstd_level: -1,
             shard_bytes: 256 << 20,
-            shard_records: 65536,
+            shard_records: 8192,
             max_record_bytes: 1 << 30,
             threshold: 1,
             operator: crate::audit::default_operator(),
-            sort_run_entries: 1 << 20,
+            sort_run_entries: 1 << 19,
             progress: false,
         }
     }
@@ -217,13 +217,17 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
 
     let failed = AtomicBool::new(false);
     let jobs = opts.jobs.max(1);
-    let (job_tx, job_rx) = mpsc::sync_channel::<ShardJob>(jobs);
+    // A rendezvous channel: at most one shard's worth of record metadata
+    // waits besides those being sealed, so memory stays flat.
+    let (job_tx, job_rx) = mpsc::sync_channel::<ShardJob>(0);
     let job_rx = Arc::new(Mutex::new(job_rx));
     let (done_tx, done_rx) = mpsc::channel::<Result<ShardDone>>();
 
     let records_file = EncryptedFile::create(root, vault::RECORDS_FILE, &key)?;
     let tree_file = EncryptedFile::create(root, vault::TREE_FILE, &key)?;
 
+    let input_root_buf = input.root().to_path_buf();
+    let input_root = input_root_buf.as_path();
     let outcome: Result<(CollectorOut<'_>, u64)> = std::thread::scope(|s| {
         for _ in 0..jobs {
             let job_rx = Arc::clone(&job_rx);
@@ -240,7 +244,7 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
                 if failed.load(Ordering::Relaxed) {
                     continue;
                 }
-                let r = seal_shard(root, key, job, opts, mtime, bar.as_ref());
+                let r = seal_shard(root, input_root, key, job, opts, mtime, bar.as_ref());
                 if r.is_err() {
                     failed.store(true, Ordering::Relaxed);
                 }
@@ -475,6 +479,7 @@ pub fn blind_entries(
 
 fn seal_shard(
     root: &Path,
+    input_root: &Path,
     key: &VaultKey,
     job: ShardJob,
     opts: &PackOptions,
@@ -489,7 +494,7 @@ fn seal_shard(
     let mut image = Vec::new();
     for r in &job.records {
         image.clear();
-        let mut f = fs::File::open(&r.image_abs).map_err(|e| {
+        let mut f = fs::File::open(input_root.join(&r.image_rel)).map_err(|e| {
             Error::input(format!(
                 "{}: image file cannot be read ({})",
                 r.place,
