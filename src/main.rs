@@ -94,6 +94,10 @@ enum Cmd {
         /// Decrypt everything, re-hash every record, rebuild the root, check the index.
         #[arg(long)]
         deep: bool,
+        /// Rolling deep verification of part I of N (shards I, I+N, …); the
+        /// audit log records each part, so N runs cover the whole vault.
+        #[arg(long, value_name = "I/N", requires = "deep")]
+        subset: Option<String>,
         #[arg(long)]
         jobs: Option<usize>,
         /// Operator key that signs the audit entry for this verification.
@@ -510,6 +514,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
             vault,
             identities,
             deep,
+            subset,
             jobs: j,
             sign_key,
             trust,
@@ -524,7 +529,18 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
             let mut rep = kakuri::verify::verify_keyless(&dir, &loaded, jobs(j));
             if deep {
                 let o = Opened::open(&vault, &identities, trusted.as_ref())?;
-                let d = kakuri::verify::verify_deep(&o, jobs(j))?;
+                let d = match subset.as_deref() {
+                    None => kakuri::verify::verify_deep(&o, jobs(j))?,
+                    Some(s) => {
+                        let (i, n) = s
+                            .split_once('/')
+                            .and_then(|(i, n)| Some((i.parse().ok()?, n.parse().ok()?)))
+                            .ok_or_else(|| {
+                                Error::usage(format!("--subset {s}: expected I/N, e.g. 0/7"))
+                            })?;
+                        kakuri::verify::verify_subset(&o, jobs(j), i, n)?
+                    }
+                };
                 rep.ok &=
                     d.bad_records.is_empty() && d.problems.is_empty() && d.root_ok && d.index_ok;
                 rep.deep = Some(d);
@@ -539,6 +555,8 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
                     "files_checked": rep.files.len(),
                     "files_failed": rep.files.iter().filter(|f| !f.ok).count() + rep.unexpected_files.len(),
                     "records_checked": d.map(|d| d.records_checked),
+                    "subset": d.and_then(|d| d.subset.clone()),
+                    "shards_checked": d.map(|d| d.shards_checked.clone()),
                     "records_failed": d.map(|d| d.bad_records.len()),
                 });
                 record(
@@ -570,8 +588,14 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
                 }
                 if let Some(d) = &rep.deep {
                     println!(
-                        "deep: {} records re-hashed, {} bytes read",
-                        d.records_checked, d.bytes_decrypted
+                        "deep{}: {} records re-hashed in {} shard(s), {} bytes read",
+                        d.subset
+                            .as_deref()
+                            .map(|s| format!(" (part {s})"))
+                            .unwrap_or_default(),
+                        d.records_checked,
+                        d.shards_checked.len(),
+                        d.bytes_decrypted
                     );
                     for b in &d.bad_records {
                         println!(
