@@ -18,7 +18,7 @@ use crate::lookup::{self, Lookup, Opened, Query};
 use crate::record::{self, Field};
 
 /// Queries blinded and sorted at once; bounds memory for any source size.
-pub const BATCH: usize = 1 << 18;
+pub const BATCH: usize = 1 << 16;
 
 #[derive(Clone, Debug)]
 pub enum Source {
@@ -311,15 +311,17 @@ pub fn run(
         let mut ords: Vec<u64> = pairs.iter().map(|p| p.0).collect();
         ords.dedup();
         let per = ords.len().div_ceil(jobs.max(1)).max(1);
-        let fetched: Vec<Result<Vec<(u64, lookup::Verified)>>> = std::thread::scope(|s| {
+        // Each record is verified in full, then only what the answer needs
+        // is kept (not the image), so memory stays flat however many hit.
+        let fetched: Vec<Result<Vec<lookup::Found>>> = std::thread::scope(|s| {
             let hs: Vec<_> = ords
                 .chunks(per)
                 .map(|chunk| {
-                    s.spawn(move || -> Result<Vec<(u64, lookup::Verified)>> {
+                    s.spawn(move || -> Result<Vec<lookup::Found>> {
                         let mut l = Lookup::new(opened)?;
                         chunk
                             .iter()
-                            .map(|&o| l.fetch_batch(o).map(|v| (o, v)))
+                            .map(|&o| l.fetch_batch(o).and_then(|v| lookup::Found::of(&v)))
                             .collect()
                     })
                 })
@@ -328,27 +330,26 @@ pub fn run(
                 .map(|h| h.join().expect("match thread"))
                 .collect()
         });
-        let mut by_ord: HashMap<u64, lookup::Verified> = HashMap::with_capacity(ords.len());
+        let mut by_ord: HashMap<u64, lookup::Found> = HashMap::with_capacity(ords.len());
         for r in fetched {
-            for (o, v) in r? {
-                by_ord.insert(o, v);
+            for f in r? {
+                by_ord.insert(f.ordinal, f);
             }
         }
         let mut hits: Vec<(usize, Hit)> = Vec::new();
         let mut matched = vec![false; batch.len()];
         for (o, i) in pairs {
             let v = &by_ord[&o];
-            if !lookup::matches(v, &batch[i].query)? {
+            if !v.matches(&batch[i].query) {
                 continue; // a blind-index collision, ruled out
             }
-            let m = record::parse_meta(&v.meta)?;
             matched[i] = true;
             hits.push((
                 i,
                 Hit {
                     query: batch[i].n,
                     file: batch[i].label.clone(),
-                    record_id: m.record_id.clone(),
+                    record_id: v.record_id.clone(),
                     ordinal: o,
                     shard: v.shard.clone(),
                     record_hash: hex::encode(v.record_hash),

@@ -126,6 +126,9 @@ impl Verified {
     }
 }
 
+/// Shard readers a [`Lookup`] keeps open at once.
+const OPEN_SHARDS: usize = 4;
+
 /// Readers over an opened vault, kept open across queries.
 pub struct Lookup<'a> {
     pub opened: &'a Opened,
@@ -206,6 +209,11 @@ impl<'a> Lookup<'a> {
             })?;
         let name = sh.file.clone();
         if !self.shards.contains_key(&loc.shard) {
+            // Each open shard holds ~200 KiB of buffers; batch reads go
+            // shard by shard, so a few open at a time are enough.
+            if self.shards.len() >= OPEN_SHARDS {
+                self.shards.clear();
+            }
             let r = self.opened.open_file(&name)?;
             self.shards.insert(loc.shard, r);
         }
@@ -254,14 +262,47 @@ impl<'a> Lookup<'a> {
 /// Rules out blind-index collisions: the verified record must carry the
 /// queried value itself.
 pub fn matches(v: &Verified, q: &Query) -> Result<bool> {
-    let m = record::parse_meta(&v.meta)?;
-    let f = record::fields_of(&m);
-    Ok(match q {
-        Query::RecordId(s) => m.record_id == *s,
-        Query::MemberId(_) => f.member_id.as_deref().map(str::as_bytes) == Some(&q.value()[..]),
-        Query::DocumentNumber(_) => {
-            f.document_number.as_deref().map(str::as_bytes) == Some(&q.value()[..])
+    Ok(Found::of(v)?.matches(q))
+}
+
+/// What a verified record is matched and reported by, without its bytes
+/// (batch match keeps tens of thousands of these).
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub ordinal: u64,
+    pub record_id: String,
+    pub shard: String,
+    pub record_hash: Hash,
+    pub fields: record::Fields,
+    pub image_blake3: String,
+}
+
+impl Found {
+    pub fn of(v: &Verified) -> Result<Self> {
+        let m = record::parse_meta(&v.meta)?;
+        Ok(Found {
+            ordinal: v.ordinal,
+            record_id: m.record_id.clone(),
+            shard: v.shard.clone(),
+            record_hash: v.record_hash,
+            fields: record::fields_of(&m),
+            image_blake3: m.image_blake3.clone(),
+        })
+    }
+
+    /// Rules out blind-index collisions: the record must carry the queried
+    /// value itself.
+    pub fn matches(&self, q: &Query) -> bool {
+        let v = q.value();
+        match q {
+            Query::RecordId(s) => self.record_id == *s,
+            Query::MemberId(_) => {
+                self.fields.member_id.as_deref().map(str::as_bytes) == Some(&v[..])
+            }
+            Query::DocumentNumber(_) => {
+                self.fields.document_number.as_deref().map(str::as_bytes) == Some(&v[..])
+            }
+            Query::ImageHash(h) => self.image_blake3 == hex::encode(h),
         }
-        Query::ImageHash(h) => m.image_blake3 == hex::encode(h),
-    })
+    }
 }
