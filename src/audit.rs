@@ -340,6 +340,8 @@ pub fn verify(vault_root: &Path, vault_id: &str, trusted: &[PublicKey]) -> Resul
                 "sequence number {} where {n} was expected (entries deleted or reordered)",
                 e.seq
             ))
+        } else if n == 0 && e.action != "pack" {
+            Some("the first entry is not the vault's pack entry".to_string())
         } else if e.prev != prev {
             Some("does not chain to the entry before it (an entry before it was edited, deleted or reordered)".to_string())
         } else if e.vault_id != vault_id {
@@ -376,6 +378,16 @@ pub fn verify(vault_root: &Path, vault_id: &str, trusted: &[PublicKey]) -> Resul
         check.entries += 1;
     }
     check.head_hash = prev.clone();
+    // Every vault's log starts with its pack entry: an empty or missing log
+    // was deleted (or pack was interrupted right after sealing).
+    if check.entries == 0 {
+        fail(
+            &mut check,
+            0,
+            "the audit log is empty or missing; it should start with the vault's pack entry".into(),
+        );
+        return Ok(check);
+    }
     // Nothing else belongs in audit/.
     if let Ok(rd) = fs::read_dir(vault_root.join(DIR)) {
         let mut extra: Vec<String> = rd

@@ -632,3 +632,14 @@ fn vault_missing_its_manifest_signature_fails_as_damage() {
         assert!(stderr(&o).contains("manifest.json.sig"), "{}", show(&o));
     }
 }
+
+#[test]
+fn deleting_the_whole_audit_log_is_detected() {
+    let f = Fixture::packed(20, 200, 41, &[]);
+    run_ok(kakuri().arg("audit").arg("verify").arg(&f.vault));
+    fs::remove_file(f.vault.join("audit/log.jsonl")).unwrap();
+    fs::remove_file(f.vault.join("audit/head.json")).unwrap();
+    fs::remove_file(f.vault.join("audit/head.json.sig")).unwrap();
+    let o = run_code(kakuri().arg("audit").arg("verify").arg(&f.vault), 4);
+    assert!(stdout(&o).contains("empty or missing"), "{}", show(&o));
+}
