@@ -109,13 +109,6 @@ pub fn query_hash(
     format!("{}:{}", field.name(), &h.finalize().to_hex()[..32])
 }
 
-fn now() -> String {
-    time::OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .expect("zero is valid")
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
 
 /// Appends one signed entry and moves the signed head. Takes an exclusive
 /// lock on the log so concurrent commands chain correctly.
@@ -142,7 +135,7 @@ pub fn append(vault_root: &Path, vault_id: &str, key: &PrivateKey, ev: Event<'_>
     check_head_matches(vault_root, seq, &prev)?;
     let entry = Entry {
         seq,
-        time: now(),
+        time: vault::now_rfc3339(),
         vault_id: vault_id.to_string(),
         prev,
         action: ev.action.into(),

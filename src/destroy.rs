@@ -97,13 +97,6 @@ pub fn refuse_if_destroyed(root: &Path) -> Result<()> {
     }
 }
 
-fn now() -> String {
-    time::OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .expect("zero is valid")
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
 
 /// Files to destroy, key material first.
 pub fn plan(m: &manifest::Manifest) -> Vec<PlannedFile> {
@@ -142,7 +135,7 @@ pub fn write_order(vault: &Path, out: &Path) -> Result<Order> {
         manifest_blake3: blake3::hash(&l.bytes).to_hex().to_string(),
         records: m.records,
         retain_until: m.retain_until.clone(),
-        created: now(),
+        created: vault::now_rfc3339(),
         instruction: format!(
             "Destroy kakuri vault {} ({} records, root {}) and issue a certificate.",
             m.vault_id, m.records, m.merkle.root
@@ -479,7 +472,7 @@ pub fn destroy(o: &DestroyOptions) -> Result<Outcome> {
         verification,
         audit_head_at_destruction: j.audit_head.clone(),
         started: j.started.clone(),
-        completed: now(),
+        completed: vault::now_rfc3339(),
         limits: certificate::limits(),
     };
     let mut cb = serde_json::to_vec_pretty(&cert).expect("certificate serializes");

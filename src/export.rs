@@ -108,11 +108,7 @@ pub fn export(
         signature_file: vault::MANIFEST_SIG.into(),
         signer: m.signer.clone(),
         signer_fingerprint: crate::keys::fingerprint(&o.loaded.signer),
-        exported_at: time::OffsetDateTime::now_utc()
-            .replace_nanosecond(0)
-            .unwrap()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default(),
+        exported_at: vault::now_rfc3339(),
         case: case.to_string(),
     };
     let mut rb = serde_json::to_vec_pretty(&receipt).expect("receipt serializes");

@@ -148,11 +148,7 @@ pub struct Generated {
 pub fn generate_age_identity(path: &Path) -> Result<String> {
     let id = age::x25519::Identity::generate();
     let recipient = id.to_public().to_string();
-    let now = time::OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .unwrap()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
+    let now = crate::vault::now_rfc3339();
     let text = Zeroizing::new(format!(
         "# created: {now}\n# public key: {recipient}\n{}\n",
         id.to_string().expose_secret()

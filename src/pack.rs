@@ -120,13 +120,6 @@ impl Drop for Cleanup<'_> {
     }
 }
 
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .unwrap()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
 
 fn random_id() -> String {
     use rand_core::RngCore;
@@ -197,7 +190,7 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
 
     let key = VaultKey::generate();
     let vault_id = random_id();
-    let created = now_rfc3339();
+    let created = vault::now_rfc3339();
     let mtime = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
     let wrapped = custody::wrap(root, &key, &vault_id, &recipients, opts.threshold, 1)?;
 
@@ -381,7 +374,8 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
         files,
         supersedes: None,
     };
-    manifest::write_signed(root, &m, &sign_key)?;
+    // The pack entry goes first: a vault is complete only with its
+    // manifest, and a complete vault always has its pack entry.
     crate::audit::append(
         root,
         &vault_id,
@@ -402,6 +396,7 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
             queries: Vec::new(),
         },
     )?;
+    manifest::write_signed(root, &m, &sign_key)?;
     vault::fsync_dir(root)?;
     cleanup.armed = false;
     Ok(PackSummary {

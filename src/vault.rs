@@ -30,6 +30,16 @@ pub const KEYS_FILE: &str = "index/keys.age";
 pub const RECORDS_FILE: &str = "index/records.age";
 pub const TREE_FILE: &str = "index/tree.age";
 
+/// The current UTC time in RFC 3339, to the second: the one timestamp
+/// format of manifests, audit entries, receipts and certificates.
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .expect("zero nanoseconds is valid")
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
 /// Relative path of shard `n`.
 pub fn shard_path(n: u32) -> String {
     format!("{SHARDS_DIR}/{n:06}.tar.zst.age")

@@ -339,24 +339,7 @@ pub fn verify_subset(o: &Opened, jobs: usize, part: u32, parts: u32) -> Result<D
         .filter(|s| *s as u32 % parts == part)
         .collect();
     let jobs = jobs.max(1);
-    let mut outcomes: Vec<(usize, ShardOutcome)> = std::thread::scope(|s| {
-        let mine = &mine;
-        let hs: Vec<_> = (0..jobs)
-            .map(|j| {
-                s.spawn(move || {
-                    mine.iter()
-                        .skip(j)
-                        .step_by(jobs)
-                        .map(|&i| (i, deep_shard(o, i)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        hs.into_iter()
-            .flat_map(|h| h.join().expect("verify thread"))
-            .collect()
-    });
-    outcomes.sort_by_key(|(i, _)| *i);
+    let outcomes = deep_shards(o, jobs, &mine);
     let mut rep = DeepReport::default();
     let root = m.root()?;
     let mut tree = TreeReader::open(o.open_file(vault::TREE_FILE)?, m.records)?;
@@ -394,15 +377,17 @@ pub fn verify_subset(o: &Opened, jobs: usize, part: u32, parts: u32) -> Result<D
     Ok(rep)
 }
 
-fn verify_all(o: &Opened, jobs: usize, n: usize, start_bytes: u64) -> Result<DeepReport> {
-    let m = &o.loaded.manifest;
+/// Deep-checks the given shards on `jobs` threads; outcomes in shard order.
+fn deep_shards(o: &Opened, jobs: usize, shards: &[usize]) -> Vec<(usize, ShardOutcome)> {
     let mut outcomes: Vec<(usize, ShardOutcome)> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..jobs)
             .map(|j| {
                 s.spawn(move || {
-                    (j..n)
+                    shards
+                        .iter()
+                        .skip(j)
                         .step_by(jobs)
-                        .map(|i| (i, deep_shard(o, i)))
+                        .map(|&i| (i, deep_shard(o, i)))
                         .collect::<Vec<_>>()
                 })
             })
@@ -412,6 +397,13 @@ fn verify_all(o: &Opened, jobs: usize, n: usize, start_bytes: u64) -> Result<Dee
             .collect()
     });
     outcomes.sort_by_key(|(i, _)| *i);
+    outcomes
+}
+
+fn verify_all(o: &Opened, jobs: usize, n: usize, start_bytes: u64) -> Result<DeepReport> {
+    let m = &o.loaded.manifest;
+    let all: Vec<usize> = (0..n).collect();
+    let outcomes = deep_shards(o, jobs, &all);
     let mut rep = DeepReport::default();
     let mut digest = MultisetDigest::default();
     let mut entries = 0u64;
