@@ -109,7 +109,6 @@ pub fn query_hash(
     format!("{}:{}", field.name(), &h.finalize().to_hex()[..32])
 }
 
-
 /// Appends one signed entry and moves the signed head. Takes an exclusive
 /// lock on the log so concurrent commands chain correctly.
 pub fn append(vault_root: &Path, vault_id: &str, key: &PrivateKey, ev: Event<'_>) -> Result<Entry> {

@@ -97,7 +97,6 @@ pub fn refuse_if_destroyed(root: &Path) -> Result<()> {
     }
 }
 
-
 /// Files to destroy, key material first.
 pub fn plan(m: &manifest::Manifest) -> Vec<PlannedFile> {
     let kind = |f: &FileInfo| {

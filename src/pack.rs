@@ -120,7 +120,6 @@ impl Drop for Cleanup<'_> {
     }
 }
 
-
 fn random_id() -> String {
     use rand_core::RngCore;
     let mut b = [0u8; 16];
