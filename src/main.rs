@@ -1134,6 +1134,9 @@ fn main() -> ProcessExit {
     // other thread exists.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        // A file-size limit (RLIMIT_FSIZE) then fails the write with EFBIG,
+        // reported and cleaned up like a full disk, instead of killing us.
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
     use clap::{CommandFactory, FromArgMatches};
     let matches = Cli::command().get_matches();

@@ -339,6 +339,7 @@ pub fn write_signed(root: &Path, m: &Manifest, key: &PrivateKey) -> Result<()> {
         0o444,
     )?;
     vault::write_atomic(&root.join(vault::MANIFEST_SIG), sig.as_bytes(), 0o444)?;
+    crate::faults::point("pack-signature-written");
     // The manifest is written last: its presence marks a complete vault.
     vault::write_atomic(&root.join(vault::MANIFEST), &bytes, 0o444)
 }

@@ -237,6 +237,7 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
                     continue;
                 }
                 let r = seal_shard(root, input_root, key, job, opts, mtime, bar.as_ref());
+                crate::faults::point("pack-shard-sealed");
                 if r.is_err() {
                     failed.store(true, Ordering::Relaxed);
                 }
@@ -331,6 +332,7 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
         .finish()?;
     let (tree_w, root_hash) = tree_w.finish()?;
     let tree_info = tree_w.finish()?;
+    crate::faults::point("pack-before-keys");
     let mut keys_file = EncryptedFile::create(root, vault::KEYS_FILE, &key)?;
     let entry_count = index::write_keys(&mut keys_file, entries.finish()?)?;
     let keys_info = keys_file.finish()?;
@@ -395,6 +397,7 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
             queries: Vec::new(),
         },
     )?;
+    crate::faults::point("pack-before-manifest");
     manifest::write_signed(root, &m, &sign_key)?;
     vault::fsync_dir(root)?;
     cleanup.armed = false;

@@ -1,0 +1,86 @@
+//! A pack killed at any point, or stopped by a file-size limit, never
+//! leaves a vault that verifies with records missing: it is reported as
+//! incomplete (or removed), and every data command refuses it.
+
+mod common;
+
+use std::os::unix::process::ExitStatusExt;
+
+use common::*;
+
+const SIGABRT: i32 = 6;
+
+fn assert_refused_as_incomplete(f: &Fixture, what: &str) {
+    let o = run_code(kakuri().arg("status").arg(&f.vault), 6);
+    assert!(stderr(&o).contains("incomplete"), "{what}: {}", show(&o));
+    run_code(&mut f.verify_cmd(), 6);
+    run_code(&mut f.deep_verify_cmd(), 6);
+    let o = run_code(
+        &mut f.lookup_cmd(&["--record-id", &f.record(0).record_id]),
+        6,
+    );
+    assert!(o.stdout.is_empty(), "{what}: {}", show(&o));
+}
+
+#[test]
+fn pack_killed_at_each_point_leaves_an_incomplete_vault_that_nothing_accepts() {
+    for fault in [
+        "pack-shard-sealed:1",
+        "pack-shard-sealed:4",
+        "pack-before-keys:1",
+        "pack-before-manifest:1",
+        "pack-signature-written:1",
+    ] {
+        let f = Fixture::synth(120, 200, 51);
+        let o = f
+            .pack_cmd(&["--shard-records", "20"])
+            .env("KAKURI_FAULT", fault)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.signal(), Some(SIGABRT), "{fault}: {}", show(&o));
+        assert!(
+            f.vault.is_dir(),
+            "{fault}: the half-built vault is left for inspection"
+        );
+        assert!(!f.vault.join("manifest.json").exists(), "{fault}");
+        assert_refused_as_incomplete(&f, fault);
+        // pack never writes over it; a fresh pack of the same input works.
+        run_code(&mut f.pack_cmd(&[]), 8);
+        std::fs::remove_dir_all(&f.vault).unwrap();
+        f.pack(&["--shard-records", "20"]);
+        run_ok(&mut f.deep_verify_cmd());
+    }
+}
+
+#[test]
+fn a_file_size_limit_during_pack_is_a_clear_error_and_leaves_nothing() {
+    let f = Fixture::synth(200, 4000, 52);
+    // 256 KiB per file: the first shard cannot be written.
+    let bin = assert_cmd::cargo::cargo_bin("kakuri");
+    let o = std::process::Command::new("bash")
+        .arg("-c")
+        .arg("ulimit -f 256; exec \"$@\"")
+        .arg("bash")
+        .arg(&bin)
+        .arg("pack")
+        .arg(&f.input)
+        .arg("--recipients")
+        .arg(&f.keys.recipients)
+        .arg("--sign-key")
+        .arg(&f.keys.sign_key)
+        .arg("--retain-until")
+        .arg(RETAIN)
+        .arg("--out")
+        .arg(&f.vault)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(7), "{}", show(&o));
+    let err = stderr(&o);
+    assert!(
+        err.starts_with("kakuri: error:") && err.contains("file too large"),
+        "{}",
+        show(&o)
+    );
+    assert_eq!(err.lines().count(), 1, "{}", show(&o));
+    assert!(!f.vault.exists(), "the half-built vault must be removed");
+}
