@@ -75,6 +75,17 @@ impl AtomicFile {
                 dest.display()
             )));
         }
+        Self::staged(dest, mode)
+    }
+
+    /// Like [`AtomicFile::create`], but [`AtomicFile::commit`] replaces an
+    /// existing `dest` (the rename is atomic, so readers see the old file
+    /// or the new one).
+    pub fn replacing(dest: &Path, mode: u32) -> Result<Self> {
+        Self::staged(dest, mode)
+    }
+
+    fn staged(dest: &Path, mode: u32) -> Result<Self> {
         let name = dest
             .file_name()
             .ok_or_else(|| Error::internal("atomic file without a name"))?
@@ -157,19 +168,10 @@ impl Drop for AtomicFile {
 
 /// Replaces `dest` (which may exist) atomically with `bytes`.
 pub fn replace_atomic(dest: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    let name = dest
-        .file_name()
-        .ok_or_else(|| Error::internal("replace without a file name"))?
-        .to_string_lossy()
-        .into_owned();
-    let staged = dest.with_file_name(format!(".{name}.new"));
-    let _ = fs::remove_file(&staged);
-    write_atomic(&staged, bytes, mode)?;
-    fs::rename(&staged, dest).map_err(|e| Error::io(dest, "cannot replace", e))?;
-    match dest.parent() {
-        Some(d) if !d.as_os_str().is_empty() => fsync_dir(d),
-        _ => fsync_dir(Path::new(".")),
-    }
+    let mut f = AtomicFile::replacing(dest, mode)?;
+    f.write_all(bytes)
+        .map_err(|e| Error::io(dest, "cannot write", e))?;
+    f.commit()
 }
 
 /// Writes `bytes` to `dest` atomically.
