@@ -239,6 +239,100 @@ pub fn run(records: u64, image_size: u64, keep: Option<&Path>, json: bool) -> Re
     if !kl.ok || !deep_ok {
         return Err(Error::integrity("demo vault failed verification"));
     }
+
+    // A batch check: a list of document numbers, most of them leaked.
+    let list = base.join("police-list.csv");
+    let mut csv = String::from("licence_no\n");
+    for i in (0..records)
+        .step_by((records / 100).max(1) as usize)
+        .take(90)
+    {
+        csv.push_str(&format!("{}\n", synth::record(&spec, i).document_number));
+    }
+    for j in 0..10 {
+        csv.push_str(&format!("99999999{j:04}\n"));
+    }
+    crate::vault::write_atomic(&list, csv.as_bytes(), 0o600)?;
+    let src = crate::batch::Source::Table {
+        path: list,
+        column: "licence_no".into(),
+        field: crate::record::Field::DocumentNumber,
+    };
+    let ms = crate::batch::run(&opened, &src, 2, |_| Ok(()))?;
+    step(
+        json,
+        t,
+        format!(
+            "match: {} document numbers, {} in the vault (each verified), {} not",
+            ms.queries, ms.queries_matched, ms.queries_not_found
+        ),
+    );
+
+    // Every read is recorded; the log verifies.
+    let op = crate::keys::load_signing_key(&keys.join("operator_ed25519"))?;
+    for (action, result) in [
+        (
+            "lookup",
+            serde_json::json!({"queries": 4, "found": by_member.len() + by_doc.len() + by_image.len()}),
+        ),
+        (
+            "match",
+            serde_json::json!({"queries": ms.queries, "queries_matched": ms.queries_matched}),
+        ),
+    ] {
+        crate::audit::append(
+            &vault,
+            &p.vault_id,
+            &op,
+            crate::audit::Event {
+                action,
+                operator: "demo",
+                case: Some("DEMO-1"),
+                reason: Some("demonstration"),
+                result,
+                queries: Vec::new(),
+            },
+        )?;
+    }
+    let ac = crate::audit::verify(&vault, &p.vault_id, &[])?;
+    step(
+        json,
+        t,
+        format!(
+            "audit log: {} signed, hash-chained entries, {}",
+            ac.entries,
+            if ac.ok { "OK" } else { "FAILED" }
+        ),
+    );
+
+    // The end of the set's life: destroy with a certificate.
+    drop(lk);
+    drop(opened);
+    let out = crate::destroy::destroy(&crate::destroy::DestroyOptions {
+        vault: vault.clone(),
+        confirm: p.vault_id.clone(),
+        sign_key: keys.join("operator_ed25519"),
+        operator: "demo".into(),
+        early: true,
+        reason: Some("demonstration finished".into()),
+        legal_basis: None,
+        co_sign: None,
+        co_signer: None,
+        dry_run: false,
+    })?;
+    let cert = base.join("vault").join(crate::destroy::CERT);
+    let cc = crate::certificate::verify(&cert, None, None)?;
+    if let crate::destroy::Outcome::Destroyed { certificate, .. } = out {
+        step(json, t, format!(
+            "destroy: key erased first, {} files overwritten and unlinked; certificate {} verifies ({})",
+            certificate.files_destroyed.len() + certificate.key_material_erased.len(),
+            &cc.certificate_id[..8],
+            crate::destroy::CERT
+        ));
+    }
+    if !ac.ok {
+        return Err(Error::integrity("demo audit log failed verification"));
+    }
     if json {
         println!(
             "{}",

@@ -611,3 +611,29 @@ fn deep_verify_passes_on_records_with_blank_member_id_or_document_number() {
     let o = run_code(&mut f.deep_verify_cmd(), 0);
     assert!(stdout(&o).contains("index: OK"), "{}", show(&o));
 }
+
+#[test]
+fn demo_runs_the_whole_job_end_to_end() {
+    let tmp = scratch_dir();
+    let o = run_ok(kakuri().env("TMPDIR", tmp.path()).args([
+        "demo",
+        "--records",
+        "300",
+        "--image-size",
+        "512",
+    ]));
+    let out = stdout(&o);
+    for step in [
+        "pack:",
+        "lookup by member id: 2 record(s)",
+        "export:",
+        "verify --deep",
+        "match:",
+        "audit log:",
+        "destroy:",
+    ] {
+        assert!(out.contains(step), "missing {step:?}\n{}", show(&o));
+    }
+    // The temporary directory is removed.
+    assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);
+}
