@@ -44,8 +44,8 @@ enum Cmd {
         /// Directory with records.jsonl and the files it names (or only files).
         input: PathBuf,
         /// Custodians' recipients file (age1… / ssh-ed25519 lines).
-        #[arg(long, value_name = "FILE")]
-        recipients: PathBuf,
+        #[arg(long, value_name = "FILE", required_unless_present = "resume")]
+        recipients: Option<PathBuf>,
         /// Operator's OpenSSH ed25519 private key that signs the manifest.
         #[arg(long, value_name = "KEY")]
         sign_key: PathBuf,
@@ -75,6 +75,19 @@ enum Cmd {
         /// Refuse images larger than this.
         #[arg(long, default_value_t = 1 << 30)]
         max_record_bytes: u64,
+        /// Continue an interrupted pack into --out (same input and options;
+        /// needs custodian identities, -i, to unwrap the vault key). Ends with
+        /// the same Merkle root as an uninterrupted pack.
+        #[arg(long)]
+        resume: bool,
+        /// Custodian identity file(s), for --resume.
+        #[arg(
+            short = 'i',
+            long = "identity",
+            value_name = "FILE",
+            requires = "resume"
+        )]
+        identities: Vec<PathBuf>,
         /// Blind-index entries sorted in memory before a run is spilled (encrypted) to disk.
         #[arg(long, default_value_t = 1 << 19, hide = true)]
         sort_run_entries: usize,
@@ -449,9 +462,18 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
             shard_records,
             max_record_bytes,
             sort_run_entries,
+            resume,
+            identities,
         } => {
-            let mut o =
-                kakuri::pack::PackOptions::new(input, recipients, sign_key, retain_until, out);
+            let mut o = kakuri::pack::PackOptions::new(
+                input,
+                recipients.unwrap_or_default(),
+                sign_key,
+                retain_until,
+                out,
+            );
+            o.resume = resume;
+            o.identities = identities;
             o.jobs = jobs(j);
             o.zstd_level = zstd_level;
             o.threshold = threshold;

@@ -44,6 +44,10 @@ pub struct PackOptions {
     pub operator: String,
     /// Blind-index entries sorted in memory before spilling a run (24 bytes each).
     pub sort_run_entries: usize,
+    /// Continue an interrupted pack into `out` (same input and options).
+    pub resume: bool,
+    /// Custodian identities that unwrap the vault key when resuming.
+    pub identities: Vec<PathBuf>,
     pub progress: bool,
 }
 
@@ -71,6 +75,8 @@ impl PackOptions {
             threshold: 1,
             operator: crate::audit::default_operator(),
             sort_run_entries: 1 << 19,
+            resume: false,
+            identities: Vec::new(),
             progress: false,
         }
     }
@@ -136,8 +142,12 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
             opts.retain_until
         )));
     }
-    let recipients = custody::parse_recipients(&opts.recipients)?;
-    if opts.threshold == 0 || opts.threshold as usize > recipients.len() {
+    let recipients = if opts.resume {
+        Vec::new()
+    } else {
+        custody::parse_recipients(&opts.recipients)?
+    };
+    if !opts.resume && (opts.threshold == 0 || opts.threshold as usize > recipients.len()) {
         return Err(Error::usage(format!(
             "--threshold {} needs between 1 and {} custodians ({} lists {})",
             opts.threshold,
@@ -165,33 +175,125 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
             return Err(Error::usage("--out must not be inside the input directory"));
         }
     }
-    if opts.out.symlink_metadata().is_ok() {
-        return Err(Error::refused(format!(
-            "{} already exists; pack writes a new vault directory",
-            opts.out.display()
-        )));
-    }
-    fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&opts.out)
-        .map_err(|e| Error::io(&opts.out, "cannot create vault directory", e))?;
-    let mut cleanup = Cleanup {
-        dir: &opts.out,
-        armed: true,
-    };
     let root = opts.out.as_path();
-    for d in [vault::CUSTODY_DIR, vault::SHARDS_DIR, vault::INDEX_DIR] {
+    let input_canon = input.root().display().to_string();
+    let (key, journal, mut cleanup) = if opts.resume {
+        let jp = root.join(PACK_JOURNAL);
+        if root.join(vault::MANIFEST).exists() {
+            let had = root.join(PACK_JOURNAL).exists();
+            remove_leftovers(root);
+            return Err(Error::state(format!(
+                "{}: the vault is complete; nothing to resume{}",
+                opts.out.display(),
+                if had {
+                    " (the interrupted pack's leftover files were removed)"
+                } else {
+                    ""
+                }
+            )));
+        }
+        let jb = fs::read(&jp).map_err(|_| {
+            Error::state(format!(
+                "{}: no {PACK_JOURNAL} to resume from (not an interrupted pack)",
+                opts.out.display()
+            ))
+        })?;
+        let j: PackJournal = serde_json::from_slice(&jb)
+            .map_err(|_| Error::integrity(format!("{PACK_JOURNAL}: damaged")))?;
+        let differs = [
+            ("input directory", j.input != input_canon),
+            ("--retain-until", j.retain_until != opts.retain_until),
+            ("--zstd-level", j.zstd_level != opts.zstd_level),
+            ("--shard-bytes", j.shard_bytes != opts.shard_bytes),
+            ("--shard-records", j.shard_records != opts.shard_records),
+            (
+                "--max-record-bytes",
+                j.max_record_bytes != opts.max_record_bytes,
+            ),
+        ];
+        if let Some((what, _)) = differs.iter().find(|(_, d)| *d) {
+            return Err(Error::refused(format!(
+                "--resume: {what} differs from the interrupted pack; resume with the same input and options"
+            )));
+        }
+        let ids = crate::keys::load_identities(&opts.identities)?;
+        let key = custody::unwrap(root, &j.custody, &j.vault_id, &ids)?;
+        // Index files and the signature are rebuilt; spilled sort runs of
+        // the last attempt go.
+        for rel in [
+            vault::KEYS_FILE,
+            vault::RECORDS_FILE,
+            vault::TREE_FILE,
+            vault::MANIFEST_SIG,
+            vault::ALLOWED_SIGNERS,
+        ] {
+            let _ = fs::remove_file(root.join(rel));
+        }
+        if let Ok(rd) = fs::read_dir(root.join(vault::INDEX_DIR)) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with(".sort-") {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+        // A resumed pack never deletes the operator's partial vault.
+        (
+            key,
+            j,
+            Cleanup {
+                dir: &opts.out,
+                armed: false,
+            },
+        )
+    } else {
+        if opts.out.symlink_metadata().is_ok() {
+            return Err(Error::refused(format!(
+                "{} already exists; pack writes a new vault directory (or pass --resume to continue an interrupted pack)",
+                opts.out.display()
+            )));
+        }
         fs::DirBuilder::new()
             .mode(0o700)
-            .create(root.join(d))
-            .map_err(|e| Error::io(&root.join(d), "cannot create", e))?;
-    }
-
-    let key = VaultKey::generate();
-    let vault_id = random_id();
-    let created = vault::now_rfc3339();
-    let mtime = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
-    let wrapped = custody::wrap(root, &key, &vault_id, &recipients, opts.threshold, 1)?;
+            .create(&opts.out)
+            .map_err(|e| Error::io(&opts.out, "cannot create vault directory", e))?;
+        let cleanup = Cleanup {
+            dir: &opts.out,
+            armed: true,
+        };
+        for d in [vault::CUSTODY_DIR, vault::SHARDS_DIR, vault::INDEX_DIR] {
+            fs::DirBuilder::new()
+                .mode(0o700)
+                .create(root.join(d))
+                .map_err(|e| Error::io(&root.join(d), "cannot create", e))?;
+        }
+        let key = VaultKey::generate();
+        let vault_id = random_id();
+        let wrapped = custody::wrap(root, &key, &vault_id, &recipients, opts.threshold, 1)?;
+        let j = PackJournal {
+            vault_id,
+            created: vault::now_rfc3339(),
+            mtime: time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64,
+            input: input_canon,
+            retain_until: opts.retain_until.clone(),
+            threshold: opts.threshold,
+            zstd_level: opts.zstd_level,
+            shard_bytes: opts.shard_bytes,
+            shard_records: opts.shard_records,
+            max_record_bytes: opts.max_record_bytes,
+            custody: wrapped.info,
+            custody_files: wrapped.files,
+        };
+        vault::write_atomic(
+            &root.join(PACK_JOURNAL),
+            &serde_json::to_vec_pretty(&j).expect("journal serializes"),
+            0o600,
+        )?;
+        (key, j, cleanup)
+    };
+    let vault_id = journal.vault_id.clone();
+    let created = journal.created.clone();
+    let mtime = journal.mtime;
+    let threshold = journal.threshold;
 
     let bar = if opts.progress {
         let b = indicatif::ProgressBar::new_spinner();
@@ -236,7 +338,8 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
                 if failed.load(Ordering::Relaxed) {
                     continue;
                 }
-                let r = seal_shard(root, input_root, key, job, opts, mtime, bar.as_ref());
+                let r = seal_shard(root, input_root, key, job, opts, mtime, bar.as_ref())
+                    .and_then(|d| write_done(root, key, &d).map(|_| d));
                 crate::faults::point("pack-shard-sealed");
                 if r.is_err() {
                     failed.store(true, Ordering::Relaxed);
@@ -246,11 +349,29 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
                 }
             });
         }
+        let resumed_tx = done_tx.clone();
         drop(done_tx);
         let sorter =
             index::EntrySorter::new(&root.join(vault::INDEX_DIR), &key, opts.sort_run_entries);
         let collector = s.spawn(move || collect(done_rx, records_file, tree_file, sorter));
 
+        // A shard sealed before an interruption is taken as it is;
+        // anything else goes to the workers.
+        let dispatch_job = |job: ShardJob| -> Result<()> {
+            if opts.resume {
+                let n = job.records.len() as u64;
+                if let Some(d) = load_done(root, &key, job.shard, job.first_ordinal, n) {
+                    if let Some(b) = &bar {
+                        b.inc(n);
+                    }
+                    let _ = resumed_tx.send(Ok(d));
+                    return Ok(());
+                }
+                clear_shard(root, job.shard)?;
+            }
+            let _ = job_tx.send(job);
+            Ok(())
+        };
         // Dispatch: cut the input into shards of contiguous ordinals.
         let dispatch = (|| -> Result<u64> {
             let mut shard = 0u32;
@@ -280,13 +401,13 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
                         first_ordinal: total,
                         records: Vec::new(),
                     };
-                    let _ = job_tx.send(std::mem::replace(&mut cur, next));
+                    dispatch_job(std::mem::replace(&mut cur, next))?;
                     shard += 1;
                     cur_bytes = 0;
                 }
             }
             if !cur.records.is_empty() {
-                let _ = job_tx.send(cur);
+                dispatch_job(cur)?;
             }
             Ok(total)
         })();
@@ -294,6 +415,7 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
             failed.store(true, Ordering::Relaxed);
         }
         drop(job_tx);
+        drop(resumed_tx);
         let collected = collector.join().expect("collector thread");
         let total = dispatch?;
         let c = collected?;
@@ -337,7 +459,7 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
     let entry_count = index::write_keys(&mut keys_file, entries.finish()?)?;
     let keys_info = keys_file.finish()?;
 
-    let mut files = wrapped.files;
+    let mut files = journal.custody_files.clone();
     files.extend(shard_files);
     files.extend([keys_info, records_info, tree_info]);
     let vault_bytes: u64 = files.iter().map(|f| f.size).sum();
@@ -365,7 +487,7 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
             page: index::PAGE as u32,
             tree_tile: crate::merkle::TILE as u32,
         },
-        custody: wrapped.info,
+        custody: journal.custody.clone(),
         signer: sign_key
             .public_key()
             .to_openssh()
@@ -391,7 +513,8 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
                 "image_bytes": image_bytes,
                 "shards": shards.len(),
                 "root": hex::encode(root_hash),
-                "threshold": opts.threshold,
+                "threshold": threshold,
+                "resumed": opts.resume,
                 "retain_until": opts.retain_until,
             }),
             queries: Vec::new(),
@@ -399,6 +522,9 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
     )?;
     crate::faults::point("pack-before-manifest");
     manifest::write_signed(root, &m, &sign_key)?;
+    // Complete now: the per-shard records and the journal go (a crash here
+    // leaves them; `verify` reports them and `pack --resume` removes them).
+    remove_leftovers(root);
     vault::fsync_dir(root)?;
     cleanup.armed = false;
     Ok(PackSummary {
@@ -632,4 +758,140 @@ fn collect<'a>(
         return Err(Error::internal("a shard is missing from the sequence"));
     }
     Ok(out)
+}
+
+/// `VAULT/pack.json`: what an interrupted pack needs to continue. Public
+/// information only (the vault key stays wrapped for the custodians).
+pub const PACK_JOURNAL: &str = "pack.json";
+
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
+struct PackJournal {
+    vault_id: String,
+    created: String,
+    mtime: u64,
+    input: String,
+    retain_until: String,
+    threshold: u32,
+    zstd_level: i32,
+    shard_bytes: u64,
+    shard_records: u64,
+    max_record_bytes: u64,
+    custody: custody::CustodyInfo,
+    custody_files: Vec<FileInfo>,
+}
+
+fn done_path(shard: u32) -> String {
+    format!("{}/.done-{shard:06}.age", vault::INDEX_DIR)
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct DoneHeader {
+    shard: u32,
+    first_ordinal: u64,
+    records: u64,
+    entries: u64,
+    image_bytes: u64,
+    doc_types: HashMap<String, u64>,
+    file: FileInfo,
+}
+
+/// Records a sealed shard (its index slots and blind entries, encrypted to
+/// the vault key) so that a resumed pack need not seal it again.
+fn write_done(root: &Path, key: &VaultKey, d: &ShardDone) -> Result<()> {
+    use std::io::Write;
+    let rel = done_path(d.shard);
+    let mut f = EncryptedFile::create(root, &rel, key)?;
+    let h = serde_json::to_vec(&DoneHeader {
+        shard: d.shard,
+        first_ordinal: d.first_ordinal,
+        records: d.locs.len() as u64,
+        entries: d.entries.len() as u64,
+        image_bytes: d.image_bytes,
+        doc_types: d.doc_types.clone(),
+        file: d.file.clone(),
+    })
+    .expect("header serializes");
+    let io = |e| Error::io_ctx(format!("cannot write {rel}"), e);
+    f.write_all(&(h.len() as u32).to_le_bytes()).map_err(io)?;
+    f.write_all(&h).map_err(io)?;
+    for l in &d.locs {
+        f.write_all(&l.encode()).map_err(io)?;
+    }
+    let mut b = [0u8; index::ENTRY_LEN];
+    for e in &d.entries {
+        e.encode(&mut b);
+        f.write_all(&b).map_err(io)?;
+    }
+    f.finish().map(|_| ())
+}
+
+/// A shard sealed before an interruption, if its record and its shard file
+/// are whole and it covers exactly the records the input now puts there.
+fn load_done(
+    root: &Path,
+    key: &VaultKey,
+    shard: u32,
+    first_ordinal: u64,
+    records: u64,
+) -> Option<ShardDone> {
+    use std::io::Read;
+    let rel = done_path(shard);
+    let mut r = crate::crypt::open_encrypted(&root.join(&rel), &rel, key).ok()?;
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len).ok()?;
+    let mut h = vec![0u8; u32::from_le_bytes(len) as usize];
+    r.read_exact(&mut h).ok()?;
+    let h: DoneHeader = serde_json::from_slice(&h).ok()?;
+    if h.shard != shard || h.first_ordinal != first_ordinal || h.records != records {
+        return None;
+    }
+    let md = fs::metadata(root.join(&h.file.path)).ok()?;
+    if md.len() != h.file.size {
+        return None;
+    }
+    let mut locs = Vec::with_capacity(h.records as usize);
+    let mut b = [0u8; index::RECORD_SLOT];
+    for _ in 0..h.records {
+        r.read_exact(&mut b).ok()?;
+        locs.push(RecordLoc::decode(&b));
+    }
+    let mut entries = Vec::with_capacity(h.entries as usize);
+    let mut e = [0u8; index::ENTRY_LEN];
+    for _ in 0..h.entries {
+        r.read_exact(&mut e).ok()?;
+        entries.push(Entry::decode(&e));
+    }
+    Some(ShardDone {
+        shard,
+        first_ordinal,
+        locs,
+        entries,
+        file: h.file,
+        image_bytes: h.image_bytes,
+        doc_types: h.doc_types,
+    })
+}
+
+/// Removes the per-shard records and the journal of a finished pack.
+fn remove_leftovers(root: &Path) {
+    if let Ok(rd) = fs::read_dir(root.join(vault::INDEX_DIR)) {
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with(".done-") {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+    let _ = fs::remove_file(root.join(PACK_JOURNAL));
+}
+
+/// Clears what an interrupted pack left half-done before resuming: the
+/// unsealed shard `shard`'s file and record, if any.
+fn clear_shard(root: &Path, shard: u32) -> Result<()> {
+    for rel in [vault::shard_path(shard), done_path(shard)] {
+        let p = root.join(&rel);
+        if p.symlink_metadata().is_ok() {
+            fs::remove_file(&p).map_err(|e| Error::io(&p, "cannot remove", e))?;
+        }
+    }
+    Ok(())
 }

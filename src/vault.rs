@@ -245,6 +245,13 @@ impl VaultDir {
         }
         let v = VaultDir::new(root);
         if !v.path(MANIFEST).exists() {
+            if v.path(crate::pack::PACK_JOURNAL).exists() {
+                return Err(Error::state(format!(
+                    "{}: incomplete vault: pack did not finish; continue it with `kakuri pack INPUT --resume -i IDENTITY --out {} …` (same input and options)",
+                    root.display(),
+                    root.display()
+                )));
+            }
             if v.path(SHARDS_DIR).exists() || v.path(CUSTODY_DIR).exists() {
                 return Err(Error::state(format!(
                     "{}: incomplete vault: it has no signed manifest (pack did not finish)",

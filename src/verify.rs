@@ -102,6 +102,7 @@ fn unexpected(root: &Path, listed: &BTreeSet<&str>) -> Vec<String> {
         crate::destroy::CERT,
         crate::destroy::CERT_SIG,
         crate::destroy::CERT_HTML,
+        crate::pack::PACK_JOURNAL,
     ];
     let mut out = Vec::new();
     for ent in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {

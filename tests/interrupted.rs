@@ -84,3 +84,78 @@ fn a_file_size_limit_during_pack_is_a_clear_error_and_leaves_nothing() {
     assert_eq!(err.lines().count(), 1, "{}", show(&o));
     assert!(!f.vault.exists(), "the half-built vault must be removed");
 }
+
+#[test]
+fn pack_resumed_after_a_kill_at_each_point_ends_with_the_same_root() {
+    // The root of an uninterrupted pack of the same input.
+    let reference = Fixture::synth(120, 200, 53);
+    let want = reference.pack(&["--shard-records", "20"])["root"].clone();
+    for fault in [
+        "pack-shard-sealed:1",
+        "pack-shard-sealed:3",
+        "pack-before-keys:1",
+        "pack-before-manifest:1",
+        "pack-signature-written:1",
+    ] {
+        let f = Fixture::synth(120, 200, 53);
+        let o = f
+            .pack_cmd(&["--shard-records", "20"])
+            .env("KAKURI_FAULT", fault)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.signal(), Some(SIGABRT), "{fault}: {}", show(&o));
+        let o = run_code(kakuri().arg("status").arg(&f.vault), 6);
+        assert!(stderr(&o).contains("--resume"), "{fault}: {}", show(&o));
+        // Shards sealed before the kill (age ciphertext differs on every
+        // encryption) must be kept as they are, not sealed again.
+        let before: Vec<(String, Vec<u8>)> = files_under(&f.vault)
+            .into_iter()
+            .filter(|p| p.starts_with("shards/"))
+            .map(|p| (p.clone(), std::fs::read(f.vault.join(&p)).unwrap()))
+            .collect();
+        // Resuming needs the same options.
+        let o = run_code(
+            f.pack_cmd(&["--shard-records", "21", "--resume", "-i"])
+                .arg(&f.keys.identity),
+            8,
+        );
+        assert!(
+            stderr(&o).contains("--shard-records"),
+            "{fault}: {}",
+            show(&o)
+        );
+        let o = run_ok(
+            f.pack_cmd(&["--shard-records", "20", "--resume", "--json", "-i"])
+                .arg(&f.keys.identity),
+        );
+        assert_eq!(
+            json_of(&o)["root"],
+            want,
+            "{fault}: same root as an uninterrupted pack"
+        );
+        assert_eq!(json_of(&o)["records"], 120);
+        let kept = before
+            .iter()
+            .filter(|(p, b)| std::fs::read(f.vault.join(p)).ok().as_ref() == Some(b))
+            .count();
+        if fault == "pack-shard-sealed:3" || fault.starts_with("pack-before") {
+            assert!(kept >= 3, "{fault}: only {kept} sealed shards kept");
+        }
+        run_ok(&mut f.verify_cmd());
+        run_ok(&mut f.deep_verify_cmd());
+        run_ok(kakuri().arg("audit").arg("verify").arg(&f.vault));
+        for i in [0u64, 59, 119] {
+            let r = f.record(i);
+            assert_eq!(
+                matched_ids(&f.lookup_json(&["--record-id", &r.record_id], 0), 0),
+                vec![r.record_id.clone()]
+            );
+        }
+        // Resuming a complete vault is refused.
+        run_code(
+            f.pack_cmd(&["--shard-records", "20", "--resume", "-i"])
+                .arg(&f.keys.identity),
+            6,
+        );
+    }
+}
