@@ -159,3 +159,66 @@ fn pack_resumed_after_a_kill_at_each_point_ends_with_the_same_root() {
         );
     }
 }
+
+#[test]
+fn pack_interrupted_by_ctrl_c_resumes_to_the_same_root() {
+    let f = Fixture::synth(3000, 2000, 54);
+    let bin = assert_cmd::cargo::cargo_bin("kakuri");
+    let mut child = std::process::Command::new(&bin)
+        .arg("pack")
+        .arg(&f.input)
+        .arg("--recipients")
+        .arg(&f.keys.recipients)
+        .arg("--sign-key")
+        .arg(&f.keys.sign_key)
+        .arg("--retain-until")
+        .arg(RETAIN)
+        .arg("--out")
+        .arg(&f.vault)
+        .args(["--shard-records", "50", "--jobs", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Interrupt once the first shard is sealed.
+    let t0 = std::time::Instant::now();
+    let sealed = || {
+        std::fs::read_dir(f.vault.join("index"))
+            .map(|rd| {
+                rd.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with(".done-"))
+            })
+            .unwrap_or(false)
+    };
+    while !sealed() && t0.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let pid = child.id() as i32;
+    // SAFETY: sending SIGINT to our own child process.
+    unsafe {
+        libc::kill(pid, libc::SIGINT);
+    }
+    let status = child.wait().unwrap();
+    if status.success() {
+        eprintln!("pack finished before the interrupt arrived; nothing to resume on this machine");
+        return;
+    }
+    assert_eq!(status.signal(), Some(libc::SIGINT));
+    run_code(kakuri().arg("status").arg(&f.vault), 6);
+    let o = run_ok(
+        f.pack_cmd(&[
+            "--shard-records",
+            "50",
+            "--jobs",
+            "1",
+            "--resume",
+            "--json",
+            "-i",
+        ])
+        .arg(&f.keys.identity),
+    );
+    let reference = Fixture::synth(3000, 2000, 54);
+    let want = reference.pack(&["--shard-records", "50"])["root"].clone();
+    assert_eq!(json_of(&o)["root"], want);
+    run_ok(&mut f.deep_verify_cmd());
+}
