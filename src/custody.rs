@@ -572,6 +572,7 @@ pub fn rewrap(
         threshold,
         generation,
     )?;
+    crate::faults::point("rewrap-wrapped");
     let mut m = old.clone();
     m.files.retain(|f| !old.custody.wraps.contains(&f.path));
     let mut files = w.files;
@@ -584,8 +585,10 @@ pub fn rewrap(
         .map_err(|e| Error::internal(format!("key: {e}")))?;
     m.supersedes = Some(blake3::hash(&opened.loaded.bytes).to_hex().to_string());
     crate::manifest::replace_signed(root, &m, sign_key)?;
+    crate::faults::point("rewrap-replaced");
     for rel in &old.custody.wraps {
         erased.push(crate::erase::erase_file(root, rel)?);
+        crate::faults::point("rewrap-erased-one");
     }
     let report = RewrapReport {
         generation,

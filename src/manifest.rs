@@ -240,6 +240,7 @@ pub fn replace_signed(root: &Path, m: &Manifest, key: &PrivateKey) -> Result<()>
     let _ = std::fs::remove_file(root.join(STAGED_SIG));
     vault::write_atomic(&root.join(STAGED_SIG), sig.as_bytes(), 0o444)?;
     vault::write_atomic(&root.join(STAGED), &bytes, 0o444)?;
+    crate::faults::point("manifest-staged");
     roll_forward(root)?;
     vault::replace_atomic(
         &root.join(vault::ALLOWED_SIGNERS),
@@ -268,6 +269,7 @@ fn roll_forward(root: &Path) -> Result<()> {
         (true, true) if staged_pair_verifies(&sp) => {
             std::fs::rename(&sp, root.join(vault::MANIFEST_SIG))
                 .map_err(|e| Error::io(&sp, "cannot move into place", e))?;
+            crate::faults::point("manifest-sig-renamed");
         }
         // Interrupted between the two renames: the signature in place
         // already belongs to the staged manifest.
