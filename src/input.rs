@@ -137,10 +137,6 @@ impl InputReader {
         &self.root
     }
 
-    pub fn is_jsonl(&self) -> bool {
-        matches!(self.mode, Mode::Jsonl { .. })
-    }
-
     /// Next record, `Ok(None)` at the end.
     pub fn next_record(&mut self) -> Result<Option<InputRecord>> {
         let rec = match &mut self.mode {

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::crypt::{open_encrypted, SeekableReader, VaultKey};
 use crate::error::{Error, Result};
-use crate::index::{KeysReader, RecordLoc, RecordsReader, TreeReader, KEY_LEN};
+use crate::index::{KeysReader, RecordsReader, TreeReader, KEY_LEN};
 use crate::manifest::{self, Loaded};
 use crate::merkle::{self, Hash};
 use crate::record::{self, Field};
@@ -176,10 +176,6 @@ impl<'a> Lookup<'a> {
             }
         }
         Ok(out)
-    }
-
-    pub fn location(&mut self, ordinal: u64) -> Result<RecordLoc> {
-        self.records.get(ordinal)
     }
 
     /// Reads record `ordinal` and proves it to the signed root.

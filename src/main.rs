@@ -546,7 +546,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
                 e.context("nothing left to verify; check the certificate with `kakuri certificate verify`")
             })?;
             let trusted = trust.key()?;
-            let loaded = kakuri::verify::load_for_verify(&dir, trusted.as_ref())?;
+            let loaded = kakuri::manifest::load(&dir, trusted.as_ref())?;
             warn_retention(loaded.manifest.days_left().unwrap_or(0));
             let mut rep = kakuri::verify::verify_keyless(&dir, &loaded, jobs(j));
             if deep {

@@ -122,10 +122,6 @@ impl AtomicFile {
         }
         Ok(())
     }
-
-    pub fn path(&self) -> &Path {
-        &self.dest
-    }
 }
 
 impl Write for AtomicFile {

@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::index::{Entry, KeysReader, RecordsReader, TreeReader, ENTRY_LEN};
 use crate::lookup::Opened;
-use crate::manifest::{self, FileInfo, Loaded};
+use crate::manifest::{FileInfo, Loaded};
 use crate::merkle::{self, Hash};
 use crate::record;
 use crate::shard;
@@ -480,9 +480,4 @@ fn verify_all(o: &Opened, jobs: usize, n: usize, start_bytes: u64) -> Result<Dee
     }
     rep.bytes_decrypted = crate::crypt::bytes_read() - start_bytes;
     Ok(rep)
-}
-
-/// Loads and checks the manifest; a bad signature is reported, not thrown.
-pub fn load_for_verify(dir: &VaultDir, trusted: Option<&ssh_key::PublicKey>) -> Result<Loaded> {
-    manifest::load(dir, trusted)
 }
