@@ -178,6 +178,11 @@ impl<'a> Lookup<'a> {
         Ok(out)
     }
 
+    /// Where record `ordinal` is stored (from the record table).
+    pub fn location(&mut self, ordinal: u64) -> Result<crate::index::RecordLoc> {
+        self.records.get(ordinal)
+    }
+
     /// Reads record `ordinal` and proves it to the signed root.
     pub fn fetch(&mut self, ordinal: u64) -> Result<Verified> {
         self.fetch_with(ordinal, true)
