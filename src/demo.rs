@@ -258,7 +258,7 @@ pub fn run(records: u64, image_size: u64, keep: Option<&Path>, json: bool) -> Re
         column: "licence_no".into(),
         field: crate::record::Field::DocumentNumber,
     };
-    let ms = crate::batch::run(&opened, &src, 2, |_| Ok(()))?;
+    let ms = crate::batch::run(&opened, &src, 2, crate::batch::Depth::Content, |_| Ok(()))?;
     step(
         json,
         t,

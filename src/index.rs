@@ -64,16 +64,22 @@ pub struct RecordLoc {
     /// Decompressed length (the record's tar bytes); bounds decompression.
     pub plain_len: u32,
     pub record_hash: Hash,
+    /// Where the record id is in `ids.age` (offset after its header page)
+    /// and its length: batch answers need ids without reading shards.
+    pub id_offset: u64,
+    pub id_len: u32,
 }
 
 impl RecordLoc {
     pub fn encode(&self) -> [u8; RECORD_SLOT] {
         let mut b = [0u8; RECORD_SLOT];
         b[0..4].copy_from_slice(&self.shard.to_le_bytes());
+        b[4..8].copy_from_slice(&self.id_len.to_le_bytes());
         b[8..16].copy_from_slice(&self.frame_offset.to_le_bytes());
         b[16..20].copy_from_slice(&self.frame_len.to_le_bytes());
         b[20..24].copy_from_slice(&self.plain_len.to_le_bytes());
         b[24..56].copy_from_slice(&self.record_hash);
+        b[56..64].copy_from_slice(&self.id_offset.to_le_bytes());
         b
     }
     pub fn decode(b: &[u8]) -> Self {
@@ -86,6 +92,8 @@ impl RecordLoc {
             frame_len: u32_at(16),
             plain_len: u32_at(20),
             record_hash,
+            id_offset: u64::from_le_bytes(b[56..64].try_into().unwrap()),
+            id_len: u32_at(4),
         }
     }
 }
@@ -523,6 +531,62 @@ impl RecordsReader {
     }
 }
 
+// ----------------------------------------------------------------- ids.age
+
+pub const IDS_MAGIC: &[u8; 8] = b"KKRI-IDS";
+const IDS_NAME: &str = "index/ids.age";
+
+/// Streams record ids (UTF-8, back to back, in ordinal order) after a
+/// header page; each record's slot in records.age holds its offset and
+/// length.
+pub struct IdsWriter<W: Write> {
+    w: W,
+    at: u64,
+}
+
+impl<W: Write> IdsWriter<W> {
+    pub fn new(mut w: W) -> std::io::Result<Self> {
+        w.write_all(&header(IDS_MAGIC, 1))?;
+        Ok(IdsWriter { w, at: 0 })
+    }
+    /// Appends an id; returns its offset.
+    pub fn push(&mut self, id: &[u8]) -> std::io::Result<u64> {
+        self.w.write_all(id)?;
+        let o = self.at;
+        self.at += id.len() as u64;
+        Ok(o)
+    }
+    pub fn finish(mut self) -> std::io::Result<W> {
+        pad_to_page(&mut self.w, (self.at % PAGE as u64) as usize)?;
+        Ok(self.w)
+    }
+}
+
+pub struct IdsReader {
+    r: SeekableReader,
+}
+
+impl IdsReader {
+    pub fn open(mut r: SeekableReader) -> Result<Self> {
+        let mut h = vec![0u8; 64];
+        read_at(&mut r, IDS_NAME, 0, &mut h)?;
+        check_header(&h, IDS_MAGIC, IDS_NAME)?;
+        Ok(IdsReader { r })
+    }
+    /// The record id a slot points to.
+    pub fn get(&mut self, loc: &RecordLoc) -> Result<String> {
+        if loc.id_len > 1 << 20 {
+            return Err(Error::integrity(format!(
+                "{IDS_NAME}: implausible id length"
+            )));
+        }
+        let mut b = vec![0u8; loc.id_len as usize];
+        read_at(&mut self.r, IDS_NAME, PAGE as u64 + loc.id_offset, &mut b)?;
+        String::from_utf8(b)
+            .map_err(|_| Error::integrity(format!("{IDS_NAME}: an id is not UTF-8")))
+    }
+}
+
 // ---------------------------------------------------------------- tree.age
 
 /// Byte offset of each tile level in tree.age (after the header page).
@@ -784,6 +848,8 @@ mod tests {
             frame_len: 123,
             plain_len: 456,
             record_hash: [9; 32],
+            id_offset: 1 << 35,
+            id_len: 17,
         };
         assert_eq!(RecordLoc::decode(&l.encode()), l);
     }

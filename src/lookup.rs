@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::crypt::{open_encrypted, SeekableReader, VaultKey};
 use crate::error::{Error, Result};
-use crate::index::{KeysReader, RecordsReader, TreeReader, KEY_LEN};
+use crate::index::{IdsReader, KeysReader, RecordsReader, TreeReader, KEY_LEN};
 use crate::manifest::{self, Loaded};
 use crate::merkle::{self, Hash};
 use crate::record::{self, Field};
@@ -136,6 +136,7 @@ pub struct Lookup<'a> {
     records: RecordsReader,
     tree: TreeReader,
     shards: HashMap<u32, SeekableReader>,
+    ids: Option<IdsReader>,
     root: Hash,
 }
 
@@ -147,6 +148,7 @@ impl<'a> Lookup<'a> {
             records: RecordsReader::open(opened.open_file(vault::RECORDS_FILE)?, m.records)?,
             tree: TreeReader::open(opened.open_file(vault::TREE_FILE)?, m.records)?,
             shards: HashMap::new(),
+            ids: None,
             root: m.root()?,
             opened,
         })
@@ -181,6 +183,43 @@ impl<'a> Lookup<'a> {
     /// Where record `ordinal` is stored (from the record table).
     pub fn location(&mut self, ordinal: u64) -> Result<crate::index::RecordLoc> {
         self.records.get(ordinal)
+    }
+
+    /// Batch answer from the index alone: the record hash proven to the
+    /// signed root through the tree tiles, the record id from `ids.age`
+    /// (authenticated by age like every index page), and no shard read.
+    pub fn index_entry(&mut self, ordinal: u64) -> Result<Found> {
+        let m = &self.opened.loaded.manifest;
+        let loc = self.records.get(ordinal)?;
+        let leaf = self.tree.verified_leaf(ordinal, &self.root)?;
+        if !merkle::ct_eq(&leaf, &merkle::leaf_hash(&loc.record_hash)) {
+            return Err(Error::integrity(format!(
+                "{}: record {ordinal}: hash differs from the Merkle tree's leaf",
+                vault::RECORDS_FILE
+            )));
+        }
+        if self.ids.is_none() {
+            self.ids = Some(IdsReader::open(self.opened.open_file(vault::IDS_FILE)?)?);
+        }
+        let record_id = self.ids.as_mut().expect("just opened").get(&loc)?;
+        let shard = m
+            .shards
+            .get(loc.shard as usize)
+            .map(|s| s.file.clone())
+            .ok_or_else(|| {
+                Error::integrity(format!(
+                    "{}: record {ordinal} names no shard",
+                    vault::RECORDS_FILE
+                ))
+            })?;
+        Ok(Found {
+            ordinal,
+            record_id,
+            shard,
+            record_hash: loc.record_hash,
+            fields: record::Fields::default(),
+            image_blake3: String::new(),
+        })
     }
 
     /// Reads record `ordinal` and proves it to the signed root.

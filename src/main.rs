@@ -162,6 +162,10 @@ enum Cmd {
         /// Hits as CSV instead of JSON lines.
         #[arg(long)]
         csv: bool,
+        /// Also read and re-hash every hit's record from its shard (as
+        /// lookup does) instead of answering from the verified index alone.
+        #[arg(long)]
+        verify_content: bool,
         #[arg(long)]
         jobs: Option<usize>,
     },
@@ -778,8 +782,14 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
             field,
             out,
             csv,
+            verify_content,
             jobs: j,
         } => {
+            let depth = if verify_content {
+                kakuri::batch::Depth::Content
+            } else {
+                kakuri::batch::Depth::Index
+            };
             let src = match (dir, table) {
                 (Some(d), _) => kakuri::batch::Source::Dir(d),
                 (None, Some(t)) => kakuri::batch::Source::Table {
@@ -803,7 +813,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
                     None => Box::new(&mut mem),
                 };
                 let mut w = kakuri::batch::HitWriter::new(sink, csv);
-                let s = kakuri::batch::run(&o, &src, jobs(j), |h| w.write(h))?;
+                let s = kakuri::batch::run(&o, &src, jobs(j), depth, |h| w.write(h))?;
                 w.finish()?;
                 s
             };
@@ -819,6 +829,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
                     "queries": summary.queries,
                     "queries_matched": summary.queries_matched,
                     "queries_not_found": summary.queries_not_found,
+                    "content_read": verify_content,
                     "records_matched": summary.records_matched,
                 }),
                 vec![format!("source:{}", &summary.source_hash[..32])],

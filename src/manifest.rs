@@ -36,6 +36,8 @@ pub struct IndexInfo {
     pub keys: String,
     pub records: String,
     pub tree: String,
+    /// Record ids in ordinal order (their offsets are in records.age).
+    pub ids: String,
     /// Number of blind-index entries in keys.age.
     pub entries: u64,
     pub page: u32,
@@ -119,6 +121,7 @@ impl Manifest {
             || m.index.keys != vault::KEYS_FILE
             || m.index.records != vault::RECORDS_FILE
             || m.index.tree != vault::TREE_FILE
+            || m.index.ids != vault::IDS_FILE
             || m.merkle.alg != "blake3-rfc6962"
         {
             return Err(Error::integrity(format!(
@@ -358,7 +361,7 @@ mod tests {
             "format": FORMAT, "version": VERSION, "vault_id": "v", "created": "c", "retain_until": "2099-01-01",
             "tool": "t", "records": 1, "image_bytes": 1, "doc_types": {},
             "merkle": {"alg": "blake3-rfc6962", "size": 1, "root": hex::encode([0u8; 32])},
-            "index": {"keys": vault::KEYS_FILE, "records": vault::RECORDS_FILE, "tree": vault::TREE_FILE,
+            "index": {"keys": vault::KEYS_FILE, "records": vault::RECORDS_FILE, "tree": vault::TREE_FILE, "ids": vault::IDS_FILE,
                       "entries": 2, "page": crate::index::PAGE, "tree_tile": crate::merkle::TILE},
             "custody": {"scheme": "any-one", "threshold": 1, "generation": 1, "custodians": [], "wraps": [], "key_check": ""},
             "signer": key.public_key().to_openssh().unwrap(), "zstd_level": 3, "shards": [], "files": []

@@ -106,6 +106,8 @@ struct ShardDone {
     shard: u32,
     first_ordinal: u64,
     locs: Vec<RecordLoc>,
+    /// Record ids, in ordinal order.
+    ids: Vec<String>,
     entries: Vec<Entry>,
     file: FileInfo,
     image_bytes: u64,
@@ -224,6 +226,7 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
             vault::KEYS_FILE,
             vault::RECORDS_FILE,
             vault::TREE_FILE,
+            vault::IDS_FILE,
             vault::MANIFEST_SIG,
             vault::ALLOWED_SIGNERS,
         ] {
@@ -319,6 +322,7 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
 
     let records_file = EncryptedFile::create(root, vault::RECORDS_FILE, &key)?;
     let tree_file = EncryptedFile::create(root, vault::TREE_FILE, &key)?;
+    let ids_file = EncryptedFile::create(root, vault::IDS_FILE, &key)?;
 
     let input_root_buf = input.root().to_path_buf();
     let input_root = input_root_buf.as_path();
@@ -353,7 +357,8 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
         drop(done_tx);
         let sorter =
             index::EntrySorter::new(&root.join(vault::INDEX_DIR), &key, opts.sort_run_entries);
-        let collector = s.spawn(move || collect(done_rx, records_file, tree_file, sorter));
+        let collector =
+            s.spawn(move || collect(done_rx, records_file, tree_file, ids_file, sorter));
 
         // A shard sealed before an interruption is taken as it is;
         // anything else goes to the workers.
@@ -447,6 +452,7 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
         shard_files,
         records_w,
         tree_w,
+        ids_w,
     } = c;
     let records_info = records_w
         .finish()
@@ -454,6 +460,10 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
         .finish()?;
     let (tree_w, root_hash) = tree_w.finish()?;
     let tree_info = tree_w.finish()?;
+    let ids_info = ids_w
+        .finish()
+        .map_err(|e| Error::io_ctx("cannot write index/ids.age", e))?
+        .finish()?;
     crate::faults::point("pack-before-keys");
     let mut keys_file = EncryptedFile::create(root, vault::KEYS_FILE, &key)?;
     let entry_count = index::write_keys(&mut keys_file, entries.finish()?)?;
@@ -461,7 +471,7 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
 
     let mut files = journal.custody_files.clone();
     files.extend(shard_files);
-    files.extend([keys_info, records_info, tree_info]);
+    files.extend([keys_info, records_info, tree_info, ids_info]);
     let vault_bytes: u64 = files.iter().map(|f| f.size).sum();
 
     let m = Manifest {
@@ -483,6 +493,7 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
             keys: vault::KEYS_FILE.into(),
             records: vault::RECORDS_FILE.into(),
             tree: vault::TREE_FILE.into(),
+            ids: vault::IDS_FILE.into(),
             entries: entry_count,
             page: index::PAGE as u32,
             tree_tile: crate::merkle::TILE as u32,
@@ -611,6 +622,7 @@ fn seal_shard(
 ) -> Result<ShardDone> {
     let mut w = ShardWriter::create(root, job.shard, key, opts.zstd_level, mtime)?;
     let mut locs = Vec::with_capacity(job.records.len());
+    let mut ids = Vec::with_capacity(job.records.len());
     let mut entries = Vec::with_capacity(job.records.len() * 4);
     let mut image_bytes = 0u64;
     let mut doc_types: HashMap<String, u64> = HashMap::new();
@@ -652,7 +664,12 @@ fn seal_shard(
             frame_len,
             plain_len,
             record_hash,
+            // The collector places the id in ids.age.
+            id_offset: 0,
+            id_len: u32::try_from(r.record_id.len())
+                .map_err(|_| Error::input(format!("{}: record_id is too long", r.place)))?,
         });
+        ids.push(r.record_id.clone());
         entries.extend(blind_entries(
             key,
             r.ordinal,
@@ -673,6 +690,7 @@ fn seal_shard(
         shard: job.shard,
         first_ordinal: job.first_ordinal,
         locs,
+        ids,
         entries,
         file,
         image_bytes,
@@ -689,6 +707,7 @@ struct CollectorOut<'a> {
     shard_files: Vec<FileInfo>,
     records_w: RecordsWriter<EncryptedFile>,
     tree_w: TreeWriter<EncryptedFile>,
+    ids_w: index::IdsWriter<EncryptedFile>,
 }
 
 /// Takes finished shards in shard order and streams the record table and
@@ -697,6 +716,7 @@ fn collect<'a>(
     rx: mpsc::Receiver<Result<ShardDone>>,
     records_file: EncryptedFile,
     tree_file: EncryptedFile,
+    ids_file: EncryptedFile,
     sorter: index::EntrySorter<'a>,
 ) -> Result<CollectorOut<'a>> {
     let io = |e| Error::io_ctx("cannot write the index", e);
@@ -711,6 +731,7 @@ fn collect<'a>(
         shard_files: Vec::new(),
         records_w: RecordsWriter::new(records_file).map_err(io)?,
         tree_w: TreeWriter::new(tree_file).map_err(io)?,
+        ids_w: index::IdsWriter::new(ids_file).map_err(io)?,
     };
     let mut first_err = None;
     for r in rx {
@@ -730,7 +751,13 @@ fn collect<'a>(
             if d.first_ordinal != out.records {
                 return Err(Error::internal("shard ordinals are not contiguous"));
             }
-            for l in &d.locs {
+            if d.ids.len() != d.locs.len() {
+                return Err(Error::internal("a shard's ids and slots differ in number"));
+            }
+            for (l, id) in d.locs.iter().zip(&d.ids) {
+                let mut l = *l;
+                l.id_offset = out.ids_w.push(id.as_bytes()).map_err(io)?;
+                let l = &l;
                 out.records_w.push(l).map_err(io)?;
                 out.tree_w.push(&l.record_hash).map_err(io)?;
             }
@@ -822,6 +849,10 @@ fn write_done(root: &Path, key: &VaultKey, d: &ShardDone) -> Result<()> {
         e.encode(&mut b);
         f.write_all(&b).map_err(io)?;
     }
+    for id in &d.ids {
+        f.write_all(&(id.len() as u32).to_le_bytes()).map_err(io)?;
+        f.write_all(id.as_bytes()).map_err(io)?;
+    }
     f.finish().map(|_| ())
 }
 
@@ -861,10 +892,23 @@ fn load_done(
         r.read_exact(&mut e).ok()?;
         entries.push(Entry::decode(&e));
     }
+    let mut ids = Vec::with_capacity(h.records as usize);
+    for l in &locs {
+        let mut n = [0u8; 4];
+        r.read_exact(&mut n).ok()?;
+        let n = u32::from_le_bytes(n);
+        if n != l.id_len {
+            return None;
+        }
+        let mut b = vec![0u8; n as usize];
+        r.read_exact(&mut b).ok()?;
+        ids.push(String::from_utf8(b).ok()?);
+    }
     Some(ShardDone {
         shard,
         first_ordinal,
         locs,
+        ids,
         entries,
         file: h.file,
         image_bytes: h.image_bytes,

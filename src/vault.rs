@@ -29,6 +29,7 @@ pub const INDEX_DIR: &str = "index";
 pub const KEYS_FILE: &str = "index/keys.age";
 pub const RECORDS_FILE: &str = "index/records.age";
 pub const TREE_FILE: &str = "index/tree.age";
+pub const IDS_FILE: &str = "index/ids.age";
 
 /// The current UTC time in RFC 3339, to the second: the one timestamp
 /// format of manifests, audit entries, receipts and certificates.

@@ -231,6 +231,16 @@ fn deep_shard(o: &Opened, si: usize) -> ShardOutcome {
             return out;
         }
     };
+    let mut ids = match o
+        .open_file(vault::IDS_FILE)
+        .and_then(crate::index::IdsReader::open)
+    {
+        Ok(r) => r,
+        Err(e) => {
+            bad_all(&mut out, format!("record ids unreadable: {e}"));
+            return out;
+        }
+    };
     let mut expect_off = 0u64;
     for ord in sh.first_ordinal..sh.first_ordinal + sh.records {
         let res = (|| -> Result<(Hash, Vec<Entry>, u64)> {
@@ -252,6 +262,12 @@ fn deep_shard(o: &Opened, si: usize) -> ShardOutcome {
                 return Err(Error::integrity(
                     "image or position differs from its metadata",
                 ));
+            }
+            if ids.get(&loc)? != meta.record_id {
+                return Err(Error::integrity(format!(
+                    "{} holds another record id for it",
+                    vault::IDS_FILE
+                )));
             }
             let f = record::fields_of(&meta);
             let entries =

@@ -380,6 +380,7 @@ fn flipped_byte_in_any_encrypted_file_fails_verify_naming_it() {
         "index/keys.age",
         "index/records.age",
         "index/tree.age",
+        "index/ids.age",
         wrap.as_str(),
         "shards/000000.tar.zst.age",
     ] {

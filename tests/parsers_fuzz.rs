@@ -36,7 +36,7 @@ fn mutate(base: &[u8], flips: &[(usize, u8)], cut: Option<usize>) -> Vec<u8> {
     v
 }
 
-const MANIFEST: &str = r#"{"format":"kakuri-vault","version":1,"vault_id":"v","created":"c","retain_until":"2099-01-01","tool":"t","records":1,"image_bytes":1,"doc_types":{},"merkle":{"alg":"blake3-rfc6962","size":1,"root":"0000000000000000000000000000000000000000000000000000000000000000"},"index":{"keys":"index/keys.age","records":"index/records.age","tree":"index/tree.age","entries":2,"page":65536,"tree_tile":2048},"custody":{"scheme":"any-one","threshold":1,"generation":1,"custodians":[],"wraps":[],"key_check":""},"signer":"ssh-ed25519 AAAA","zstd_level":3,"shards":[],"files":[]}"#;
+const MANIFEST: &str = r#"{"format":"kakuri-vault","version":1,"vault_id":"v","created":"c","retain_until":"2099-01-01","tool":"t","records":1,"image_bytes":1,"doc_types":{},"merkle":{"alg":"blake3-rfc6962","size":1,"root":"0000000000000000000000000000000000000000000000000000000000000000"},"index":{"keys":"index/keys.age","records":"index/records.age","tree":"index/tree.age","ids":"index/ids.age","entries":2,"page":65536,"tree_tile":2048},"custody":{"scheme":"any-one","threshold":1,"generation":1,"custodians":[],"wraps":[],"key_check":""},"signer":"ssh-ed25519 AAAA","zstd_level":3,"shards":[],"files":[]}"#;
 
 const META: &str = r#"{"format":"kakuri-record-v1","ordinal":0,"record_id":"r","image_path":"a.jpg","image_size":1,"image_blake3":"00","source":{"record_id":"r","image":"a.jpg"}}"#;
 

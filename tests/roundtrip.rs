@@ -431,7 +431,7 @@ fn json_outputs_parse() {
 
     let vr = json_of(&run_ok(f.verify_cmd().arg("--json")));
     assert_eq!(vr["ok"], true);
-    assert_eq!(vr["files"].as_array().unwrap().len(), 4 + 4);
+    assert_eq!(vr["files"].as_array().unwrap().len(), 4 + 5);
     let vd = json_of(&run_ok(f.deep_verify_cmd().arg("--json")));
     assert_eq!(vd["ok"], true);
     assert_eq!(vd["deep"]["records_checked"], n);

@@ -154,6 +154,19 @@ fn match_answers_a_csv_column_and_a_directory_of_found_files() {
         "CSV line numbers"
     );
     assert!(stderr(&o).contains("4 queries: 3 matched"), "{}", show(&o));
+    // Reading every hit's record from its shard gives the same answer.
+    let mut c = kakuri();
+    c.arg("match")
+        .arg(&f.vault)
+        .args(f.access(&f.keys.identity))
+        .arg("--table")
+        .arg(&csv)
+        .arg("--column")
+        .arg("licence_no")
+        .arg("--field")
+        .arg("document_number")
+        .arg("--verify-content");
+    assert_eq!(run_ok(&mut c).stdout, o.stdout);
 
     // A dump of images found elsewhere, one of them not from the leak.
     let dump = f.root.join("dump");
@@ -211,7 +224,7 @@ fn match_answers_a_csv_column_and_a_directory_of_found_files() {
         .iter()
         .filter(|e| e["action"] == "match")
         .collect();
-    assert_eq!(matches.len(), 3);
+    assert_eq!(matches.len(), 4);
     assert_eq!(matches[0]["result"]["queries_matched"], 3);
     // The audit log holds no queried value.
     let log = fs::read_to_string(f.vault.join("audit/log.jsonl")).unwrap();
