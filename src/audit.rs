@@ -203,7 +203,7 @@ fn check_head_matches(vault_root: &Path, next_seq: u64, last_hash: &str) -> Resu
 }
 
 /// The last entry and its hash, reading only the log's tail.
-fn last_entry(vault_root: &Path) -> Result<Option<(Entry, String)>> {
+pub fn last_entry(vault_root: &Path) -> Result<Option<(Entry, String)>> {
     use std::io::{Read, Seek, SeekFrom};
     let lp = vault_root.join(LOG);
     let mut f = match fs::File::open(&lp) {

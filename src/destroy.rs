@@ -506,7 +506,7 @@ fn record_destroyed(
 ) -> Result<()> {
     // Already recorded (a crash came after the entry, before the journal
     // was removed): record it once only.
-    let last = crate::audit::read_all(root)?.pop();
+    let last = crate::audit::last_entry(root)?.map(|(e, _)| e);
     if last.is_some_and(|e| {
         e.action == "destroy" && e.result["certificate_id"] == cert.certificate_id.as_str()
     }) {
