@@ -459,16 +459,7 @@ fn signing_key_that_is_not_a_key_is_refused() {
     let f = Fixture::synth(5, 256, 1);
     // An age identity is not an OpenSSH signing key.
     let o = kakuri()
-        .arg("pack")
-        .arg(&f.input)
-        .arg("--recipients")
-        .arg(&f.keys.recipients)
-        .arg("--sign-key")
-        .arg(&f.keys.identity)
-        .arg("--retain-until")
-        .arg(RETAIN)
-        .arg("--out")
-        .arg(&f.vault)
+        .args(f.pack_argv(&f.input, &f.keys.identity))
         .output()
         .unwrap();
     assert_refused(&f, &o, 5, &[]);
@@ -493,16 +484,7 @@ fn input_that_is_not_a_directory_is_refused() {
     let file = f.root.join("records.jsonl");
     fs::write(&file, b"{}\n").unwrap();
     let o = kakuri()
-        .arg("pack")
-        .arg(&file)
-        .arg("--recipients")
-        .arg(&f.keys.recipients)
-        .arg("--sign-key")
-        .arg(&f.keys.sign_key)
-        .arg("--retain-until")
-        .arg(RETAIN)
-        .arg("--out")
-        .arg(&f.vault)
+        .args(f.pack_argv(&file, &f.keys.sign_key))
         .output()
         .unwrap();
     assert_refused(&f, &o, 3, &[]);

@@ -285,18 +285,26 @@ impl Fixture {
     /// `kakuri pack` of this fixture's input into its vault path.
     pub fn pack_cmd(&self, extra: &[&str]) -> Command {
         let mut c = kakuri();
-        c.arg("pack")
-            .arg(&self.input)
-            .arg("--recipients")
-            .arg(&self.keys.recipients)
-            .arg("--sign-key")
-            .arg(&self.keys.sign_key)
-            .arg("--retain-until")
-            .arg(RETAIN)
-            .arg("--out")
-            .arg(&self.vault)
+        c.args(self.pack_argv(&self.input, &self.keys.sign_key))
             .args(extra);
         c
+    }
+
+    /// `pack INPUT --recipients … --sign-key KEY --retain-until … --out VAULT`
+    /// with this fixture's recipients and vault, for commands built by hand.
+    pub fn pack_argv(&self, input: &Path, sign_key: &Path) -> Vec<OsString> {
+        vec![
+            "pack".into(),
+            input.into(),
+            "--recipients".into(),
+            self.keys.recipients.clone().into(),
+            "--sign-key".into(),
+            sign_key.into(),
+            "--retain-until".into(),
+            RETAIN.into(),
+            "--out".into(),
+            self.vault.clone().into(),
+        ]
     }
 
     /// Packs and returns pack's `--json` summary.
