@@ -105,14 +105,7 @@ impl SourceReader {
                 }
                 SourceInner::Dir {
                     root: d.clone(),
-                    walk: walkdir::WalkDir::new(d)
-                        .follow_links(false)
-                        .sort_by(|a, b| {
-                            a.file_name()
-                                .as_encoded_bytes()
-                                .cmp(b.file_name().as_encoded_bytes())
-                        })
-                        .into_iter(),
+                    walk: crate::input::walk_sorted(d),
                 }
             }
             Source::Table {

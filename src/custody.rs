@@ -64,6 +64,13 @@ pub struct CustodyInfo {
     pub key_check: String,
 }
 
+impl CustodyInfo {
+    /// The custodians' labels, in recipients-file order.
+    pub fn labels(&self) -> Vec<String> {
+        self.custodians.iter().map(|c| c.label.clone()).collect()
+    }
+}
+
 pub enum ParsedRecipient {
     X25519(age::x25519::Recipient),
     Ssh(age::ssh::Recipient),
@@ -594,12 +601,7 @@ pub fn rewrap(
         generation,
         scheme: m.custody.scheme.clone(),
         threshold: m.custody.threshold,
-        custodians: m
-            .custody
-            .custodians
-            .iter()
-            .map(|c| c.label.clone())
-            .collect(),
+        custodians: m.custody.labels(),
         erased,
     };
     crate::audit::append(

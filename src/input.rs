@@ -20,6 +20,20 @@ pub const RECORDS_JSONL: &str = "records.jsonl";
 /// Longest accepted records.jsonl line.
 pub const MAX_LINE: u64 = 1 << 20;
 
+/// Walks `dir` depth-first without following symlinks, each directory's
+/// entries in byte order of their names: the one order in which kakuri
+/// numbers files (directory-mode input, `match --dir`).
+pub fn walk_sorted(dir: &Path) -> walkdir::IntoIter {
+    walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .sort_by(|a, b| {
+            a.file_name()
+                .as_encoded_bytes()
+                .cmp(b.file_name().as_encoded_bytes())
+        })
+        .into_iter()
+}
+
 /// Where an input record came from, for messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Place {
@@ -111,14 +125,7 @@ impl InputReader {
                 )))
             }
             Err(_) => Mode::Dir {
-                walker: walkdir::WalkDir::new(&root)
-                    .follow_links(false)
-                    .sort_by(|a, b| {
-                        a.file_name()
-                            .as_encoded_bytes()
-                            .cmp(b.file_name().as_encoded_bytes())
-                    })
-                    .into_iter(),
+                walker: walk_sorted(&root),
                 entry_no: 0,
             },
         };

@@ -54,12 +54,7 @@ pub fn status(path: &std::path::Path, trusted: Option<&ssh_key::PublicKey>) -> R
         signature_ok: true,
         signer_fingerprint: crate::keys::fingerprint(&l.signer),
         custody_scheme: m.custody.scheme.clone(),
-        custodians: m
-            .custody
-            .custodians
-            .iter()
-            .map(|c| c.label.clone())
-            .collect(),
+        custodians: m.custody.labels(),
         custody_generation: m.custody.generation,
         tool: m.tool.clone(),
         state: crate::destroy::state(&dir.root)
