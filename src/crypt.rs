@@ -158,7 +158,9 @@ pub fn read_at(r: &mut SeekableReader, name: &str, offset: u64, buf: &mut [u8]) 
 }
 
 type EncInner = age::stream::StreamWriter<
-    crate::vault::HashingWriter<std::io::BufWriter<crate::vault::AtomicFile>>,
+    crate::vault::HashingWriter<
+        crate::parity::ParityTee<std::io::BufWriter<crate::vault::AtomicFile>>,
+    >,
 >;
 
 /// A vault file being written: age-encrypted to the vault key, hashed as
@@ -170,9 +172,25 @@ pub struct EncryptedFile {
 
 impl EncryptedFile {
     pub fn create(root: &Path, rel: &str, key: &VaultKey) -> Result<Self> {
+        Self::create_with_parity(root, rel, key, None)
+    }
+
+    /// Like [`EncryptedFile::create`]; with `parity`, the file's parity
+    /// file is built from the ciphertext as it is written.
+    pub fn create_with_parity(
+        root: &Path,
+        rel: &str,
+        key: &VaultKey,
+        parity: Option<crate::parity::Params>,
+    ) -> Result<Self> {
         let file = crate::vault::AtomicFile::create(&root.join(rel), 0o444)?;
-        let out =
-            crate::vault::HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, file));
+        let builder = parity
+            .map(|p| crate::parity::ParityBuilder::create(root, rel, p, false))
+            .transpose()?;
+        let out = crate::vault::HashingWriter::new(crate::parity::ParityTee::new(
+            std::io::BufWriter::with_capacity(1 << 20, file),
+            builder,
+        ));
         let recipient = key.recipient();
         let w = encrypt_stream(&[&recipient], out)?;
         Ok(EncryptedFile {
@@ -187,21 +205,34 @@ impl EncryptedFile {
 
     /// Seals the age stream, syncs and renames; returns size and BLAKE3.
     pub fn finish(self) -> Result<crate::manifest::FileInfo> {
+        Ok(self.finish_with_parity()?.0)
+    }
+
+    /// Like [`EncryptedFile::finish`], and also completes the parity file
+    /// (if the file was created with parity) and returns its description.
+    pub fn finish_with_parity(
+        self,
+    ) -> Result<(crate::manifest::FileInfo, Option<crate::manifest::FileInfo>)> {
         let name = self.name;
         let hw = self
             .w
             .finish()
             .map_err(|e| Error::io_ctx(format!("cannot finish {name}"), e))?;
-        let (buf, size, hash) = hw.finish();
+        let (tee, size, hash) = hw.finish();
+        let (buf, parity) = tee.into_parts();
         let file = buf
             .into_inner()
             .map_err(|e| Error::io_ctx(format!("cannot flush {name}"), e.into_error()))?;
         file.commit()?;
-        Ok(crate::manifest::FileInfo {
-            path: name,
-            size,
-            blake3: hex::encode(hash),
-        })
+        let parity = parity.map(|p| p.finish(&hash, None)).transpose()?;
+        Ok((
+            crate::manifest::FileInfo {
+                path: name,
+                size,
+                blake3: hex::encode(hash),
+            },
+            parity,
+        ))
     }
 }
 

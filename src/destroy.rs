@@ -104,6 +104,8 @@ pub fn plan(m: &manifest::Manifest) -> Vec<PlannedFile> {
             0
         } else if f.path.starts_with("index/") {
             1
+        } else if f.path.starts_with("parity/") {
+            3
         } else {
             2
         }
@@ -116,7 +118,7 @@ pub fn plan(m: &manifest::Manifest) -> Vec<PlannedFile> {
             path: f.path.clone(),
             size: f.size,
             blake3: f.blake3.clone(),
-            kind: ["key-material", "index", "shard"][kind(f)].into(),
+            kind: ["key-material", "index", "shard", "parity"][kind(f)].into(),
         })
         .collect()
 }
@@ -388,7 +390,14 @@ pub fn destroy(o: &DestroyOptions) -> Result<Outcome> {
         save_journal(&root, &j)?;
         crate::faults::point("destroy-journaled");
     }
-    for d in [vault::CUSTODY_DIR, vault::INDEX_DIR, vault::SHARDS_DIR] {
+    for d in [
+        vault::CUSTODY_DIR,
+        vault::INDEX_DIR,
+        vault::SHARDS_DIR,
+        "parity/index",
+        "parity/shards",
+        crate::parity::DIR,
+    ] {
         let _ = std::fs::remove_dir(root.join(d));
     }
     // Verify: every planned file is gone, and no remaining file is an age

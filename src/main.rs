@@ -75,6 +75,11 @@ enum Cmd {
         /// Refuse images larger than this.
         #[arg(long, default_value_t = 1 << 30)]
         max_record_bytes: u64,
+        /// Reed–Solomon parity: R recovery blocks per K data blocks of 64 KiB
+        /// in every shard and index file (`verify --repair` rebuilds up to R
+        /// damaged blocks per group, without any key), or `none`.
+        #[arg(long, value_name = "R/K", default_value = "4/64")]
+        parity: String,
         /// Continue an interrupted pack into --out (same input and options;
         /// needs custodian identities, -i, to unwrap the vault key). Ends with
         /// the same Merkle root as an uninterrupted pack.
@@ -111,6 +116,11 @@ enum Cmd {
         /// audit log records each part, so N runs cover the whole vault.
         #[arg(long, value_name = "I/N", requires = "deep")]
         subset: Option<String>,
+        /// Rebuild damaged shards and index files from their parity (and
+        /// damaged parity files from their data) before checking; no key is
+        /// needed. Recorded in the audit log, so it needs --sign-key.
+        #[arg(long, requires = "sign_key")]
+        repair: bool,
         #[arg(long)]
         jobs: Option<usize>,
         /// Operator key that signs the audit entry for this verification.
@@ -468,6 +478,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
             sort_run_entries,
             resume,
             identities,
+            parity,
         } => {
             let mut o = kakuri::pack::PackOptions::new(
                 input,
@@ -486,6 +497,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
             o.shard_records = shard_records.max(1);
             o.max_record_bytes = max_record_bytes;
             o.sort_run_entries = sort_run_entries.max(1);
+            o.parity = kakuri::parity::Params::parse(&parity)?;
             o.progress = !json && std::io::stderr().is_terminal();
             let s = kakuri::pack::pack(&o)?;
             if json {
@@ -517,6 +529,14 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
                     println!("  {k:<20} {v}");
                 }
                 println!("merkle root   {}", s.merkle_root);
+                if s.parity == "none" {
+                    println!("parity        none (damage is found, not repaired)");
+                } else {
+                    println!(
+                        "parity        {} blocks of 64 KiB per group ({} bytes); `verify --repair` rebuilds damage within it",
+                        s.parity, s.parity_bytes
+                    );
+                }
                 println!(
                     "retain until  {} ({} days left)",
                     s.retain_until, s.days_left
@@ -541,6 +561,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
             identities,
             deep,
             subset,
+            repair,
             jobs: j,
             sign_key,
             trust,
@@ -553,6 +574,37 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
             let loaded = kakuri::manifest::load(&dir, trusted.as_ref())?;
             warn_retention(loaded.manifest.days_left().unwrap_or(0));
             let mut rep = kakuri::verify::verify_keyless(&dir, &loaded, jobs(j));
+            if repair {
+                let bad: Vec<String> = rep
+                    .files
+                    .iter()
+                    .filter(|f| !f.ok)
+                    .map(|f| f.path.clone())
+                    .collect();
+                if !bad.is_empty() {
+                    let sk = sign_key.as_ref().expect("clap requires --sign-key");
+                    // Fail on a bad signing key before anything is changed.
+                    kakuri::keys::load_signing_key(sk)?;
+                    let r = kakuri::repair::repair_vault(&dir.root, &loaded.manifest, &bad);
+                    record(
+                        &dir.root,
+                        &loaded.manifest.vault_id,
+                        sk,
+                        &operator,
+                        "repair",
+                        None,
+                        None,
+                        serde_json::json!({
+                            "repaired": r.repaired,
+                            "failed": r.failed,
+                        }),
+                        Vec::new(),
+                    )
+                    .map_err(|e| e.context("the repair was made but could not be recorded"))?;
+                    rep = kakuri::verify::verify_keyless(&dir, &loaded, jobs(j));
+                    rep.repair = Some(r);
+                }
+            }
             if deep {
                 let o = Opened::open(&vault, &identities, trusted.as_ref())?;
                 let d = match subset.as_deref() {
@@ -603,10 +655,34 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
                 print_json(&rep);
             } else {
                 println!("signature OK (signed by {})", rep.signer_fingerprint);
+                if let Some(r) = &rep.repair {
+                    for x in &r.repaired {
+                        let mut what = Vec::new();
+                        if !x.blocks.is_empty() {
+                            what.push(format!(
+                                "block(s) {} rebuilt from parity",
+                                kakuri::repair::ranges_text(&x.blocks)
+                            ));
+                        }
+                        if x.extra_bytes_removed > 0 {
+                            what.push(format!("{} stray byte(s) removed", x.extra_bytes_removed));
+                        }
+                        if x.parity_rebuilt {
+                            what.push("parity file rebuilt".into());
+                        }
+                        println!("{}: REPAIRED ({})", x.path, what.join("; "));
+                    }
+                    for (p, why) in &r.failed {
+                        println!("{p}: NOT REPAIRED ({why})");
+                    }
+                }
                 for f in &rep.files {
-                    match &f.problem {
-                        None => println!("{}: OK", f.path),
-                        Some(p) => println!("{}: FAILED ({p})", f.path),
+                    match (&f.problem, &f.damage) {
+                        (None, _) => println!("{}: OK", f.path),
+                        (Some(p), None) => println!("{}: FAILED ({p})", f.path),
+                        (Some(p), Some(d)) => {
+                            println!("{}: FAILED ({p}; {})", f.path, d.summary)
+                        }
                     }
                 }
                 for u in &rep.unexpected_files {

@@ -76,6 +76,9 @@ pub struct Manifest {
     pub zstd_level: i32,
     pub shards: Vec<ShardInfo>,
     pub files: Vec<FileInfo>,
+    /// Reed–Solomon parity over the shards and index files (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parity: Option<crate::parity::ParityInfo>,
     /// Set when this manifest replaced an earlier one (custody rewrap):
     /// BLAKE3 of the manifest it supersedes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -136,6 +139,9 @@ impl Manifest {
             )));
         }
         m.root()?;
+        if let Some(p) = &m.parity {
+            p.params()?;
+        }
         Ok(m)
     }
 

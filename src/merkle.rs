@@ -114,6 +114,11 @@ pub fn ct_eq(a: &Hash, b: &Hash) -> bool {
     a.ct_eq(b).into()
 }
 
+/// Constant-time equality of two hex strings (lengths are not secret).
+pub fn ct_eq_hex(a: &str, b: &str) -> bool {
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
 /// Checks an inclusion proof of `record_hash` at `index` in a tree of `size`
 /// leaves against `root`, in constant time for the final comparison.
 pub fn verify_inclusion(

@@ -49,6 +49,8 @@ pub struct PackOptions {
     /// Custodian identities that unwrap the vault key when resuming.
     pub identities: Vec<PathBuf>,
     pub progress: bool,
+    /// Reed–Solomon parity over shards and index files (`None`: none).
+    pub parity: Option<crate::parity::Params>,
 }
 
 impl PackOptions {
@@ -78,6 +80,7 @@ impl PackOptions {
             resume: false,
             identities: Vec::new(),
             progress: false,
+            parity: Some(crate::parity::Params::DEFAULT),
         }
     }
 }
@@ -110,6 +113,8 @@ struct ShardDone {
     ids: Vec<String>,
     entries: Vec<Entry>,
     file: FileInfo,
+    /// The shard's parity file, if the vault has parity.
+    parity: Option<FileInfo>,
     image_bytes: u64,
     doc_types: HashMap<String, u64>,
 }
@@ -204,6 +209,10 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
             .map_err(|_| Error::integrity(format!("{PACK_JOURNAL}: damaged")))?;
         let differs = [
             ("input directory", j.input != input_canon),
+            (
+                "--parity",
+                j.parity != opts.parity.map(crate::parity::ParityInfo::new),
+            ),
             ("--retain-until", j.retain_until != opts.retain_until),
             ("--zstd-level", j.zstd_level != opts.zstd_level),
             ("--shard-bytes", j.shard_bytes != opts.shard_bytes),
@@ -227,9 +236,11 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
             vault::RECORDS_FILE,
             vault::TREE_FILE,
             vault::IDS_FILE,
-            vault::MANIFEST_SIG,
-            vault::ALLOWED_SIGNERS,
         ] {
+            let _ = fs::remove_file(root.join(rel));
+            let _ = fs::remove_file(root.join(crate::parity::parity_path(rel)));
+        }
+        for rel in [vault::MANIFEST_SIG, vault::ALLOWED_SIGNERS] {
             let _ = fs::remove_file(root.join(rel));
         }
         if let Ok(rd) = fs::read_dir(root.join(vault::INDEX_DIR)) {
@@ -285,6 +296,7 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
             max_record_bytes: opts.max_record_bytes,
             custody: wrapped.info,
             custody_files: wrapped.files,
+            parity: opts.parity.map(crate::parity::ParityInfo::new),
         };
         vault::write_atomic(
             &root.join(PACK_JOURNAL),
@@ -293,6 +305,21 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
         )?;
         (key, j, cleanup)
     };
+    if journal.parity.is_some() {
+        for d in [
+            crate::parity::DIR.to_string(),
+            format!("{}/{}", crate::parity::DIR, vault::SHARDS_DIR),
+            format!("{}/{}", crate::parity::DIR, vault::INDEX_DIR),
+        ] {
+            let p = root.join(&d);
+            if !p.is_dir() {
+                fs::DirBuilder::new()
+                    .mode(0o700)
+                    .create(&p)
+                    .map_err(|e| Error::io(&p, "cannot create", e))?;
+            }
+        }
+    }
     let vault_id = journal.vault_id.clone();
     let created = journal.created.clone();
     let mtime = journal.mtime;
@@ -365,7 +392,14 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
         let dispatch_job = |job: ShardJob| -> Result<()> {
             if opts.resume {
                 let n = job.records.len() as u64;
-                if let Some(d) = load_done(root, &key, job.shard, job.first_ordinal, n) {
+                if let Some(d) = load_done(
+                    root,
+                    &key,
+                    job.shard,
+                    job.first_ordinal,
+                    n,
+                    opts.parity.is_some(),
+                ) {
                     if let Some(b) = &bar {
                         b.inc(n);
                     }
@@ -450,6 +484,7 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
         doc_types,
         shards,
         shard_files,
+        mut parity_files,
         records_w,
         tree_w,
         ids_w,
@@ -468,10 +503,18 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
     let mut keys_file = EncryptedFile::create(root, vault::KEYS_FILE, &key)?;
     let entry_count = index::write_keys(&mut keys_file, entries.finish()?)?;
     let keys_info = keys_file.finish()?;
+    let index_files = [keys_info, records_info, tree_info, ids_info];
+    if let Some(p) = opts.parity {
+        // Index files are read back once (a few percent of the vault).
+        for f in &index_files {
+            parity_files.push(crate::parity::build_from_file(root, f, p, None)?);
+        }
+    }
 
     let mut files = journal.custody_files.clone();
     files.extend(shard_files);
-    files.extend([keys_info, records_info, tree_info, ids_info]);
+    files.extend(index_files);
+    files.extend(parity_files);
     let vault_bytes: u64 = files.iter().map(|f| f.size).sum();
 
     let m = Manifest {
@@ -506,6 +549,7 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
         zstd_level: opts.zstd_level,
         shards: shards.clone(),
         files,
+        parity: journal.parity.clone(),
         supersedes: None,
     };
     // The pack entry goes first: a vault is complete only with its
@@ -620,7 +664,7 @@ fn seal_shard(
     mtime: u64,
     bar: Option<&indicatif::ProgressBar>,
 ) -> Result<ShardDone> {
-    let mut w = ShardWriter::create(root, job.shard, key, opts.zstd_level, mtime)?;
+    let mut w = ShardWriter::create(root, job.shard, key, opts.zstd_level, mtime, opts.parity)?;
     let mut locs = Vec::with_capacity(job.records.len());
     let mut ids = Vec::with_capacity(job.records.len());
     let mut entries = Vec::with_capacity(job.records.len() * 4);
@@ -685,7 +729,7 @@ fn seal_shard(
             b.inc(1);
         }
     }
-    let file = w.finish()?;
+    let (file, parity) = w.finish()?;
     Ok(ShardDone {
         shard: job.shard,
         first_ordinal: job.first_ordinal,
@@ -693,6 +737,7 @@ fn seal_shard(
         ids,
         entries,
         file,
+        parity,
         image_bytes,
         doc_types,
     })
@@ -705,6 +750,7 @@ struct CollectorOut<'a> {
     doc_types: BTreeMap<String, u64>,
     shards: Vec<ShardInfo>,
     shard_files: Vec<FileInfo>,
+    parity_files: Vec<FileInfo>,
     records_w: RecordsWriter<EncryptedFile>,
     tree_w: TreeWriter<EncryptedFile>,
     ids_w: index::IdsWriter<EncryptedFile>,
@@ -729,6 +775,7 @@ fn collect<'a>(
         doc_types: BTreeMap::new(),
         shards: Vec::new(),
         shard_files: Vec::new(),
+        parity_files: Vec::new(),
         records_w: RecordsWriter::new(records_file).map_err(io)?,
         tree_w: TreeWriter::new(tree_file).map_err(io)?,
         ids_w: index::IdsWriter::new(ids_file).map_err(io)?,
@@ -775,6 +822,7 @@ fn collect<'a>(
                 records: d.locs.len() as u64,
             });
             out.shard_files.push(d.file);
+            out.parity_files.extend(d.parity);
             next += 1;
         }
     }
@@ -805,6 +853,8 @@ struct PackJournal {
     max_record_bytes: u64,
     custody: custody::CustodyInfo,
     custody_files: Vec<FileInfo>,
+    #[serde(default)]
+    parity: Option<crate::parity::ParityInfo>,
 }
 
 fn done_path(shard: u32) -> String {
@@ -820,6 +870,8 @@ struct DoneHeader {
     image_bytes: u64,
     doc_types: HashMap<String, u64>,
     file: FileInfo,
+    #[serde(default)]
+    parity: Option<FileInfo>,
 }
 
 /// Records a sealed shard (its index slots and blind entries, encrypted to
@@ -836,6 +888,7 @@ fn write_done(root: &Path, key: &VaultKey, d: &ShardDone) -> Result<()> {
         image_bytes: d.image_bytes,
         doc_types: d.doc_types.clone(),
         file: d.file.clone(),
+        parity: d.parity.clone(),
     })
     .expect("header serializes");
     let io = |e| Error::io_ctx(format!("cannot write {rel}"), e);
@@ -864,6 +917,7 @@ fn load_done(
     shard: u32,
     first_ordinal: u64,
     records: u64,
+    parity: bool,
 ) -> Option<ShardDone> {
     use std::io::Read;
     let rel = done_path(shard);
@@ -879,6 +933,16 @@ fn load_done(
     let md = fs::metadata(root.join(&h.file.path)).ok()?;
     if md.len() != h.file.size {
         return None;
+    }
+    // A shard sealed with parity is taken only with its parity file.
+    match (&h.parity, parity) {
+        (Some(p), true) => {
+            if fs::metadata(root.join(&p.path)).ok()?.len() != p.size {
+                return None;
+            }
+        }
+        (None, false) => {}
+        _ => return None,
     }
     let mut locs = Vec::with_capacity(h.records as usize);
     let mut b = [0u8; index::RECORD_SLOT];
@@ -911,6 +975,7 @@ fn load_done(
         ids,
         entries,
         file: h.file,
+        parity: h.parity,
         image_bytes: h.image_bytes,
         doc_types: h.doc_types,
     })
@@ -931,7 +996,8 @@ fn remove_leftovers(root: &Path) {
 /// Clears what an interrupted pack left half-done before resuming: the
 /// unsealed shard `shard`'s file and record, if any.
 fn clear_shard(root: &Path, shard: u32) -> Result<()> {
-    for rel in [vault::shard_path(shard), done_path(shard)] {
+    let sp = vault::shard_path(shard);
+    for rel in [crate::parity::parity_path(&sp), sp, done_path(shard)] {
         let p = root.join(&rel);
         if p.symlink_metadata().is_ok() {
             fs::remove_file(&p).map_err(|e| Error::io(&p, "cannot remove", e))?;

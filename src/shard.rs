@@ -96,8 +96,14 @@ impl ShardWriter {
         key: &VaultKey,
         level: i32,
         mtime: u64,
+        parity: Option<crate::parity::Params>,
     ) -> Result<Self> {
-        let enc = EncryptedFile::create(vault, &crate::vault::shard_path(shard), key)?;
+        let enc = EncryptedFile::create_with_parity(
+            vault,
+            &crate::vault::shard_path(shard),
+            key,
+            parity,
+        )?;
         let mut comp = zstd::bulk::Compressor::new(level)
             .map_err(|e| Error::internal(format!("zstd: {e}")))?;
         comp.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))
@@ -140,10 +146,13 @@ impl ShardWriter {
         Ok((off, len, plain_len))
     }
 
-    /// Writes the end-of-archive frame, seals and commits the file.
-    pub fn finish(mut self) -> Result<crate::manifest::FileInfo> {
+    /// Writes the end-of-archive frame, seals and commits the file (and
+    /// its parity file, if any).
+    pub fn finish(
+        mut self,
+    ) -> Result<(crate::manifest::FileInfo, Option<crate::manifest::FileInfo>)> {
         self.write_frame(&[0u8; 2 * BLOCK])?;
-        self.enc.finish()
+        self.enc.finish_with_parity()
     }
 }
 

@@ -31,6 +31,10 @@ pub struct Status {
     pub audit_entries: u64,
     /// Custody files of an earlier generation left by an interrupted rewrap.
     pub stale_custody_files: Vec<String>,
+    /// Parity settings (`R/K`), or "none".
+    pub parity: String,
+    /// Bytes of parity files (included in `vault_bytes`).
+    pub parity_bytes: u64,
 }
 
 pub fn status(path: &std::path::Path, trusted: Option<&ssh_key::PublicKey>) -> Result<Status> {
@@ -64,5 +68,16 @@ pub fn status(path: &std::path::Path, trusted: Option<&ssh_key::PublicKey>) -> R
             .map(|v| v.len() as u64)
             .unwrap_or(0),
         stale_custody_files: crate::custody::stale_wraps(&dir.root, &m.custody),
+        parity: m
+            .parity
+            .as_ref()
+            .map(|p| format!("{}/{}", p.group_parity, p.group_data))
+            .unwrap_or_else(|| "none".into()),
+        parity_bytes: m
+            .files
+            .iter()
+            .filter(|f| f.path.starts_with("parity/"))
+            .map(|f| f.size)
+            .sum(),
     })
 }

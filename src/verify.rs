@@ -24,6 +24,9 @@ pub struct FileCheck {
     pub ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// For a damaged file: where, and whether parity can repair it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub damage: Option<crate::repair::Damage>,
 }
 
 #[derive(Serialize, Debug)]
@@ -57,6 +60,9 @@ pub struct VerifyReport {
     pub unexpected_files: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deep: Option<DeepReport>,
+    /// What `--repair` did (before the checks above were made).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repair: Option<crate::repair::RepairReport>,
     pub ok: bool,
 }
 
@@ -67,20 +73,80 @@ fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {
     Ok((h.count(), h.finalize().to_hex().to_string()))
 }
 
-fn check_file(root: &Path, f: &FileInfo) -> FileCheck {
-    let problem = match hash_file(&root.join(&f.path)) {
+/// Checks one file; also returns its BLAKE3 when it could be read.
+fn check_file(root: &Path, f: &FileInfo) -> (FileCheck, Option<String>) {
+    let res = hash_file(&root.join(&f.path));
+    let problem = match &res {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("missing".to_string()),
-        Err(e) => Some(format!("unreadable ({})", crate::error::io_reason(&e))),
-        Ok((size, _)) if size != f.size => Some(format!("size {size}, manifest says {}", f.size)),
-        Ok((_, h)) if !constant_time_eq_str(&h, &f.blake3) => {
+        Err(e) => Some(format!("unreadable ({})", crate::error::io_reason(e))),
+        Ok((size, _)) if *size != f.size => {
+            Some(format!("size {size}, manifest says {}", f.size))
+        }
+        Ok((_, h)) if !constant_time_eq_str(h, &f.blake3) => {
             Some("BLAKE3 differs from the manifest".into())
         }
         Ok(_) => None,
     };
-    FileCheck {
-        path: f.path.clone(),
-        ok: problem.is_none(),
-        problem,
+    (
+        FileCheck {
+            path: f.path.clone(),
+            ok: problem.is_none(),
+            problem,
+            damage: None,
+        },
+        res.ok().map(|(_, h)| h),
+    )
+}
+
+/// Says more about each failed file: whose content it holds (files
+/// swapped or copied over each other), and, with parity, which blocks are
+/// damaged and whether `verify --repair` can rebuild them.
+fn explain_failures(root: &Path, m: &crate::manifest::Manifest, checks: &mut [(FileCheck, Option<String>)]) {
+    let ok_paths: BTreeSet<String> = checks
+        .iter()
+        .filter(|(c, _)| c.ok)
+        .map(|(c, _)| c.path.clone())
+        .collect();
+    let params = m.parity.as_ref().and_then(|p| p.params().ok());
+    for (c, got) in checks.iter_mut().filter(|(c, _)| !c.ok) {
+        if let Some(h) = got {
+            if let Some(other) = m
+                .files
+                .iter()
+                .find(|f| f.path != c.path && constant_time_eq_str(&f.blake3, h))
+            {
+                c.problem = Some(format!(
+                    "{}; it holds the content of {} (files swapped or copied over each other?)",
+                    c.problem.take().unwrap_or_default(),
+                    other.path
+                ));
+            }
+        }
+        let Some(p) = params else { continue };
+        if let Some(data_rel) = c
+            .path
+            .strip_prefix(&format!("{}/", crate::parity::DIR))
+            .and_then(|s| s.strip_suffix(".par"))
+        {
+            let data_ok = ok_paths.contains(data_rel);
+            c.damage = Some(crate::repair::Damage {
+                blocks: Vec::new(),
+                bytes: Vec::new(),
+                extra_bytes: 0,
+                repairable: data_ok,
+                summary: if data_ok {
+                    "parity file damaged; `kakuri verify --repair` rebuilds it from its intact data file".into()
+                } else {
+                    format!("parity file damaged, and so is {data_rel}")
+                },
+            });
+        } else if crate::parity::covers(&c.path) {
+            let data = m.file(&c.path);
+            let par = m.file(&crate::parity::parity_path(&c.path));
+            if let (Some(d), Some(pf)) = (data, par) {
+                c.damage = Some(crate::repair::diagnose(root, d, pf, p));
+            }
+        }
     }
 }
 
@@ -128,7 +194,7 @@ pub fn verify_keyless(dir: &VaultDir, loaded: &Loaded, jobs: usize) -> VerifyRep
     let m = &loaded.manifest;
     let files = &m.files;
     let jobs = jobs.max(1);
-    let mut checks: Vec<(usize, FileCheck)> = std::thread::scope(|s| {
+    let mut checks: Vec<(usize, (FileCheck, Option<String>))> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..jobs)
             .map(|j| {
                 s.spawn(move || {
@@ -148,9 +214,11 @@ pub fn verify_keyless(dir: &VaultDir, loaded: &Loaded, jobs: usize) -> VerifyRep
             .collect()
     });
     checks.sort_by_key(|(i, _)| *i);
+    let mut checks: Vec<(FileCheck, Option<String>)> = checks.into_iter().map(|(_, c)| c).collect();
+    explain_failures(&dir.root, m, &mut checks);
     let listed: BTreeSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
     let unexpected_files = unexpected(&dir.root, &listed);
-    let files: Vec<FileCheck> = checks.into_iter().map(|(_, c)| c).collect();
+    let files: Vec<FileCheck> = checks.into_iter().map(|(c, _)| c).collect();
     let ok = files.iter().all(|f| f.ok) && unexpected_files.is_empty();
     VerifyReport {
         vault_id: m.vault_id.clone(),
@@ -159,6 +227,7 @@ pub fn verify_keyless(dir: &VaultDir, loaded: &Loaded, jobs: usize) -> VerifyRep
         files,
         unexpected_files,
         deep: None,
+        repair: None,
         ok,
     }
 }

@@ -318,7 +318,8 @@ fn b3sum_of_every_vault_file_and_of_exported_evidence_matches() {
     };
     let m = f.manifest();
     let files = m["files"].as_array().unwrap();
-    assert_eq!(files.len(), 1 + 3 + 4);
+    // The custody wrap, 3 shards, 4 index files, and their 7 parity files.
+    assert_eq!(files.len(), 1 + 3 + 4 + 7);
     for fi in files {
         let rel = fi["path"].as_str().unwrap();
         let p = f.vault.join(rel);

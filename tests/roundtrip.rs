@@ -431,7 +431,10 @@ fn json_outputs_parse() {
 
     let vr = json_of(&run_ok(f.verify_cmd().arg("--json")));
     assert_eq!(vr["ok"], true);
-    assert_eq!(vr["files"].as_array().unwrap().len(), 4 + 5);
+    // 4 shards, the custody wrap, 4 index files, and a parity file for
+    // each shard and index file.
+    assert_eq!(vr["files"].as_array().unwrap().len(), 4 + 5 + 8);
+    assert_eq!(st["parity"], "4/64");
     let vd = json_of(&run_ok(f.deep_verify_cmd().arg("--json")));
     assert_eq!(vd["ok"], true);
     assert_eq!(vd["deep"]["records_checked"], n);
