@@ -457,18 +457,21 @@ impl KeysReader {
         Ok(out)
     }
 
-    /// Streams every entry in file order (for deep verify).
-    pub fn for_each(&mut self, mut f: impl FnMut(Entry) -> Result<()>) -> Result<()> {
+    /// Number of entry pages.
+    pub fn entry_pages(&self) -> u64 {
+        self.entry_pages
+    }
+
+    /// The entries of entry page `p`, in file order (for deep verify,
+    /// which reads page by page so that a damaged page costs only itself).
+    pub fn entry_page(&mut self, p: u64) -> Result<Vec<Entry>> {
         let mut page = vec![0u8; PAGE];
-        for p in 0..self.entry_pages {
-            self.read_page(1 + p, &mut page)?;
-            let first = p * ENTRIES_PER_PAGE as u64;
-            let n = (self.entries - first).min(ENTRIES_PER_PAGE as u64) as usize;
-            for i in 0..n {
-                f(Entry::decode(&page[i * ENTRY_LEN..]))?;
-            }
-        }
-        Ok(())
+        self.read_page(1 + p, &mut page)?;
+        let first = p * ENTRIES_PER_PAGE as u64;
+        let n = (self.entries - first).min(ENTRIES_PER_PAGE as u64) as usize;
+        Ok((0..n)
+            .map(|i| Entry::decode(&page[i * ENTRY_LEN..]))
+            .collect())
     }
 }
 

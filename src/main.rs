@@ -699,11 +699,37 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
                         d.shards_checked.len(),
                         d.bytes_decrypted
                     );
-                    for b in &d.bad_records {
-                        println!(
-                            "record {} in {}: FAILED ({})",
-                            b.ordinal, b.shard, b.problem
-                        );
+                    // One line per run of records; a problem that scatters
+                    // over many runs (a damaged page of the blind index) is
+                    // shown three times and counted (--json lists all).
+                    let runs = kakuri::verify::runs(&d.bad_records);
+                    let mut shown: std::collections::HashMap<String, (usize, u64)> =
+                        Default::default();
+                    for (first, last, b) in &runs {
+                        let e = shown
+                            .entry(kakuri::verify::problem_shape(&b.problem))
+                            .or_default();
+                        e.0 += 1;
+                        if e.0 > 3 {
+                            e.1 += last - first + 1;
+                            continue;
+                        }
+                        if first == last {
+                            println!("record {first} in {}: FAILED ({})", b.shard, b.problem);
+                        } else {
+                            println!(
+                                "records {first}-{last} in {}: FAILED ({}, and the like for the others)",
+                                b.shard, b.problem
+                            );
+                        }
+                    }
+                    for (first, _, b) in &runs {
+                        let shape = kakuri::verify::problem_shape(&b.problem);
+                        if let Some((_, more)) = shown.remove(&shape).filter(|(_, n)| *n > 0) {
+                            println!(
+                                "… and {more} more record(s) after record {first} with the same problem (--json lists every one)"
+                            );
+                        }
                     }
                     for p in &d.problems {
                         println!("FAILED: {p}");

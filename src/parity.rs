@@ -78,9 +78,8 @@ impl ParityInfo {
                 self.block
             )));
         }
-        Params::new(self.group_parity, self.group_data).map_err(|e| {
-            Error::integrity(format!("{}: parity: {}", crate::vault::MANIFEST, e.msg))
-        })
+        Params::new(self.group_parity, self.group_data)
+            .map_err(|e| Error::integrity(format!("{}: parity: {}", crate::vault::MANIFEST, e.msg)))
     }
 }
 
@@ -116,7 +115,9 @@ impl Params {
         let (r, k) = s
             .split_once('/')
             .and_then(|(r, k)| Some((r.trim().parse().ok()?, k.trim().parse().ok()?)))
-            .ok_or_else(|| Error::usage(format!("--parity {s}: expected R/K (e.g. 4/64) or none")))?;
+            .ok_or_else(|| {
+                Error::usage(format!("--parity {s}: expected R/K (e.g. 4/64) or none"))
+            })?;
         Self::new(r, k).map(Some)
     }
 }
@@ -371,14 +372,21 @@ impl<W: Write> Write for ParityTee<W> {
 }
 
 /// Builds the parity file of a committed data file by reading it back.
-pub fn build_from_file(root: &Path, data: &FileInfo, p: Params, expect: Option<&FileInfo>) -> Result<FileInfo> {
+pub fn build_from_file(
+    root: &Path,
+    data: &FileInfo,
+    p: Params,
+    expect: Option<&FileInfo>,
+) -> Result<FileInfo> {
     let path = root.join(&data.path);
     let mut f = File::open(&path).map_err(|e| Error::io(&path, "cannot read", e))?;
     let mut b = ParityBuilder::create(root, &data.path, p, expect.is_some())?;
     let mut buf = vec![0u8; BLOCK];
     let mut hasher = blake3::Hasher::new();
     loop {
-        let n = f.read(&mut buf).map_err(|e| Error::io(&path, "cannot read", e))?;
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| Error::io(&path, "cannot read", e))?;
         if n == 0 {
             break;
         }
@@ -414,7 +422,9 @@ pub fn read_table(par_path: &Path, data: &FileInfo, p: Params) -> Option<Table> 
     let len = layout.meta_len() as usize;
     let mut meta = vec![0u8; len];
     for c in 0..2 {
-        if f.seek(SeekFrom::Start(layout.meta_offset(c))).is_err() || f.read_exact(&mut meta).is_err() {
+        if f.seek(SeekFrom::Start(layout.meta_offset(c))).is_err()
+            || f.read_exact(&mut meta).is_err()
+        {
             continue;
         }
         // The header is checked as the manifest says it must be, so a
@@ -481,7 +491,9 @@ mod tests {
     #[test]
     fn parity_file_has_the_documented_layout_and_both_tables() {
         let p = Params { k: 4, r: 2 };
-        let data: Vec<u8> = (0..(5 * BLOCK + 100)).map(|i| (i * 7 % 251) as u8).collect();
+        let data: Vec<u8> = (0..(5 * BLOCK + 100))
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
         let (d, info, par) = build_bytes(p, &data);
         let l = Layout::new(p, data.len() as u64);
         assert_eq!(par.size, l.file_size());
@@ -492,7 +504,10 @@ mod tests {
         let bytes = std::fs::read(d.path().join(&par.path)).unwrap();
         let a = l.meta_offset(0) as usize;
         assert_eq!(&bytes[a..a + 16], MAGIC);
-        assert_eq!(&bytes[a..a + l.meta_len() as usize], &bytes[a + l.meta_len() as usize..]);
+        assert_eq!(
+            &bytes[a..a + l.meta_len() as usize],
+            &bytes[a + l.meta_len() as usize..]
+        );
         // Recovery block 0 of group 1 is the coding of blocks 4, 5 and two zero blocks.
         let mut blocks: Vec<Vec<u8>> = (4..6)
             .map(|i| {

@@ -48,7 +48,13 @@ fn ranges(blocks: &[u64]) -> Vec<(u64, u64)> {
 /// Human form of block ranges: `3`, `3-5, 9`.
 pub fn ranges_text(r: &[(u64, u64)]) -> String {
     r.iter()
-        .map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+        .map(|(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -272,9 +278,14 @@ fn rebuild_data(root: &Path, data: &FileInfo, t: &Table, bad: &[u64]) -> Result<
         if damaged.is_empty() {
             for i in first..last {
                 let want = l.block_len(i);
-                let f = old.as_mut().ok_or_else(|| Error::internal("data file vanished"))?;
+                let f = old
+                    .as_mut()
+                    .ok_or_else(|| Error::internal("data file vanished"))?;
                 if read_upto(f, i * BLOCK as u64, &mut buf[..want]).map_err(read_err)? != want {
-                    return Err(Error::integrity(format!("{}: changed during repair", data.path)));
+                    return Err(Error::integrity(format!(
+                        "{}: changed during repair",
+                        data.path
+                    )));
                 }
                 w.write_all(&buf[..want]).map_err(io_err)?;
             }
@@ -288,9 +299,14 @@ fn rebuild_data(root: &Path, data: &FileInfo, t: &Table, bad: &[u64]) -> Result<
             } else if !damaged.contains(&i) {
                 let want = l.block_len(i);
                 let mut b = vec![0u8; BLOCK];
-                let f = old.as_mut().ok_or_else(|| Error::internal("data file vanished"))?;
+                let f = old
+                    .as_mut()
+                    .ok_or_else(|| Error::internal("data file vanished"))?;
                 if read_upto(f, i * BLOCK as u64, &mut b[..want]).map_err(read_err)? != want {
-                    return Err(Error::integrity(format!("{}: changed during repair", data.path)));
+                    return Err(Error::integrity(format!(
+                        "{}: changed during repair",
+                        data.path
+                    )));
                 }
                 originals.push((idx, b));
             }
@@ -303,10 +319,7 @@ fn rebuild_data(root: &Path, data: &FileInfo, t: &Table, bad: &[u64]) -> Result<
             recovery.iter().map(|(j, b)| (*j, b.as_slice())),
         )
         .map_err(|e| {
-            Error::integrity(format!(
-                "{}: group {g} cannot be decoded ({e})",
-                data.path
-            ))
+            Error::integrity(format!("{}: group {g} cannot be decoded ({e})", data.path))
         })?;
         for i in first..last {
             let idx = (i - first) as usize;
@@ -323,7 +336,11 @@ fn rebuild_data(root: &Path, data: &FileInfo, t: &Table, bad: &[u64]) -> Result<
                 }
                 w.write_all(&b[..want]).map_err(io_err)?;
             } else {
-                let b = &originals.iter().find(|(j, _)| *j == idx).expect("intact block").1;
+                let b = &originals
+                    .iter()
+                    .find(|(j, _)| *j == idx)
+                    .expect("intact block")
+                    .1;
                 w.write_all(&b[..want]).map_err(io_err)?;
             }
         }
@@ -356,7 +373,10 @@ pub fn repair_vault(root: &Path, m: &Manifest, bad: &[String]) -> RepairReport {
     let mut rep = RepairReport::default();
     let Some(info) = &m.parity else {
         for b in bad {
-            rep.failed.push((b.clone(), "this vault has no parity; restore it from a copy".into()));
+            rep.failed.push((
+                b.clone(),
+                "this vault has no parity; restore it from a copy".into(),
+            ));
         }
         return rep;
     };
@@ -390,8 +410,10 @@ pub fn repair_vault(root: &Path, m: &Manifest, bad: &[String]) -> RepairReport {
     }
     for f in targets {
         let Some(par) = m.file(&parity::parity_path(&f.path)) else {
-            rep.failed
-                .push((f.path.clone(), "its parity file is not in the manifest".into()));
+            rep.failed.push((
+                f.path.clone(),
+                "its parity file is not in the manifest".into(),
+            ));
             continue;
         };
         match repair_file(root, f, par, p) {
@@ -498,7 +520,10 @@ mod tests {
         let e = repair_file(d.path(), &info, &par, p).unwrap_err();
         assert!(e.msg.contains("group 1 has 3 damaged"), "{}", e.msg);
         assert_eq!(std::fs::read(&path).unwrap(), bad);
-        assert_eq!(std::fs::read_dir(d.path().join("shards")).unwrap().count(), 1);
+        assert_eq!(
+            std::fs::read_dir(d.path().join("shards")).unwrap().count(),
+            1
+        );
     }
 
     #[test]
@@ -543,7 +568,11 @@ mod tests {
         assert!(repair_file(d.path(), &info, &par, p).is_err());
         // With the data intact, the parity file is simply rebuilt.
         set_file(&d.path().join("shards/x"), &data);
-        assert!(repair_file(d.path(), &info, &par, p).unwrap().parity_rebuilt);
+        assert!(
+            repair_file(d.path(), &info, &par, p)
+                .unwrap()
+                .parity_rebuilt
+        );
         assert!(file_ok(&pp, &par));
     }
 }

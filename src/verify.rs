@@ -10,7 +10,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::index::{Entry, KeysReader, RecordsReader, TreeReader, ENTRY_LEN};
+use crate::index::{BlindKey, Entry, KeysReader, RecordsReader, TreeReader, ENTRY_LEN, KEY_LEN};
 use crate::lookup::Opened;
 use crate::manifest::{FileInfo, Loaded};
 use crate::merkle::{self, Hash};
@@ -79,9 +79,7 @@ fn check_file(root: &Path, f: &FileInfo) -> (FileCheck, Option<String>) {
     let problem = match &res {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("missing".to_string()),
         Err(e) => Some(format!("unreadable ({})", crate::error::io_reason(e))),
-        Ok((size, _)) if *size != f.size => {
-            Some(format!("size {size}, manifest says {}", f.size))
-        }
+        Ok((size, _)) if *size != f.size => Some(format!("size {size}, manifest says {}", f.size)),
         Ok((_, h)) if !constant_time_eq_str(h, &f.blake3) => {
             Some("BLAKE3 differs from the manifest".into())
         }
@@ -101,7 +99,11 @@ fn check_file(root: &Path, f: &FileInfo) -> (FileCheck, Option<String>) {
 /// Says more about each failed file: whose content it holds (files
 /// swapped or copied over each other), and, with parity, which blocks are
 /// damaged and whether `verify --repair` can rebuild them.
-fn explain_failures(root: &Path, m: &crate::manifest::Manifest, checks: &mut [(FileCheck, Option<String>)]) {
+fn explain_failures(
+    root: &Path,
+    m: &crate::manifest::Manifest,
+    checks: &mut [(FileCheck, Option<String>)],
+) {
     let ok_paths: BTreeSet<String> = checks
         .iter()
         .filter(|(c, _)| c.ok)
@@ -263,7 +265,39 @@ struct ShardOutcome {
     problems: Vec<String>,
 }
 
-fn deep_shard(o: &Opened, si: usize) -> ShardOutcome {
+/// The shape of a problem text (without its numbers), to group records
+/// that failed the same way.
+pub fn problem_shape(p: &str) -> String {
+    p.chars().filter(|c| !c.is_ascii_digit()).collect()
+}
+
+/// Runs of consecutive bad records in the same shard with the same kind
+/// of problem (the same text but for its numbers), for people: one line
+/// per damaged chunk instead of one per record. Yields (first, last,
+/// the first record's report).
+pub fn runs(bad: &[BadRecord]) -> Vec<(u64, u64, &BadRecord)> {
+    let shape = problem_shape;
+    let mut out: Vec<(u64, u64, &BadRecord)> = Vec::new();
+    for b in bad {
+        match out.last_mut() {
+            Some((_, last, first))
+                if *last + 1 == b.ordinal
+                    && first.shard == b.shard
+                    && shape(&first.problem) == shape(&b.problem) =>
+            {
+                *last = b.ordinal
+            }
+            _ => out.push((b.ordinal, b.ordinal, b)),
+        }
+    }
+    out
+}
+
+/// Inclusive ranges of blind-index keys that lay in damaged pages of
+/// keys.age: records with an entry in one cannot be found by that entry.
+type KeyRanges = [(BlindKey, BlindKey)];
+
+fn deep_shard(o: &Opened, si: usize, damaged_keys: &KeyRanges) -> ShardOutcome {
     let m = &o.loaded.manifest;
     let sh = &m.shards[si];
     let mut out = ShardOutcome {
@@ -310,11 +344,12 @@ fn deep_shard(o: &Opened, si: usize) -> ShardOutcome {
             return out;
         }
     };
-    let mut expect_off = 0u64;
+    // Where the next frame must start; unknown after an unreadable slot.
+    let mut expect_off = Some(0u64);
     for ord in sh.first_ordinal..sh.first_ordinal + sh.records {
         let res = (|| -> Result<(Hash, Vec<Entry>, u64)> {
             let loc = records.get(ord)?;
-            if loc.shard as usize != si || loc.frame_offset != expect_off {
+            if loc.shard as usize != si || expect_off.is_some_and(|o| loc.frame_offset != o) {
                 return Err(Error::integrity(
                     "record table places it elsewhere".to_string(),
                 ));
@@ -345,12 +380,26 @@ fn deep_shard(o: &Opened, si: usize) -> ShardOutcome {
         })();
         match res {
             Ok((rh, entries, next)) => {
+                if entries.iter().any(|e| {
+                    damaged_keys
+                        .iter()
+                        .any(|(lo, hi)| *lo <= e.key && e.key <= *hi)
+                }) {
+                    out.bad.push(BadRecord {
+                        ordinal: ord,
+                        shard: sh.file.clone(),
+                        problem: format!(
+                            "intact, but one of its blind-index entries lies in a damaged page of {}: some lookups cannot find it",
+                            vault::KEYS_FILE
+                        ),
+                    });
+                }
                 out.leaves.push(Some(merkle::leaf_hash(&rh)));
                 for e in &entries {
                     out.digest.add(e);
                 }
                 out.entries += entries.len() as u64;
-                expect_off = next;
+                expect_off = Some(next);
             }
             Err(e) => {
                 out.bad.push(BadRecord {
@@ -360,13 +409,25 @@ fn deep_shard(o: &Opened, si: usize) -> ShardOutcome {
                 });
                 out.leaves.push(None);
                 // Continue with the next record: its location comes from
-                // the record table, so one bad chunk costs only its records.
-                if let Ok(loc) = records.get(ord) {
-                    expect_off = loc.frame_offset + loc.frame_len as u64;
-                }
-                // A failed chunk leaves age's reader unusable: reopen it.
-                match o.open_file(&sh.file) {
-                    Ok(nr) => r = nr,
+                // the record table.
+                expect_off = records
+                    .get(ord)
+                    .ok()
+                    .map(|loc| loc.frame_offset + loc.frame_len as u64);
+                // A failed chunk leaves age's readers unusable: reopen
+                // them, so one bad chunk (of the shard, the record table or
+                // the id table) costs only the records it holds.
+                let reopened = o.open_file(&sh.file).and_then(|nr| {
+                    let nrec = RecordsReader::open(o.open_file(vault::RECORDS_FILE)?, m.records)?;
+                    let nids = crate::index::IdsReader::open(o.open_file(vault::IDS_FILE)?)?;
+                    Ok((nr, nrec, nids))
+                });
+                match reopened {
+                    Ok((nr, nrec, nids)) => {
+                        r = nr;
+                        records = nrec;
+                        ids = nids;
+                    }
                     Err(e) => {
                         bad_all(&mut out, e.to_string());
                         return out;
@@ -375,7 +436,12 @@ fn deep_shard(o: &Opened, si: usize) -> ShardOutcome {
             }
         }
     }
-    // The end-of-archive frame and nothing after it.
+    // The end-of-archive frame and nothing after it (where it starts is
+    // unknown if the last record's slot is unreadable; that record is
+    // reported already).
+    let Some(expect_off) = expect_off else {
+        return out;
+    };
     let mut tail = Vec::new();
     let tail_res = (|| -> Result<()> {
         use std::io::{Read, Seek, SeekFrom};
@@ -425,7 +491,7 @@ pub fn verify_subset(o: &Opened, jobs: usize, part: u32, parts: u32) -> Result<D
         .filter(|s| *s as u32 % parts == part)
         .collect();
     let jobs = jobs.max(1);
-    let outcomes = deep_shards(o, jobs, &mine);
+    let outcomes = deep_shards(o, jobs, &mine, &[]);
     let mut rep = DeepReport::default();
     let root = m.root()?;
     let mut tree = TreeReader::open(o.open_file(vault::TREE_FILE)?, m.records)?;
@@ -464,7 +530,12 @@ pub fn verify_subset(o: &Opened, jobs: usize, part: u32, parts: u32) -> Result<D
 }
 
 /// Deep-checks the given shards on `jobs` threads; outcomes in shard order.
-fn deep_shards(o: &Opened, jobs: usize, shards: &[usize]) -> Vec<(usize, ShardOutcome)> {
+fn deep_shards(
+    o: &Opened,
+    jobs: usize,
+    shards: &[usize],
+    damaged_keys: &KeyRanges,
+) -> Vec<(usize, ShardOutcome)> {
     let mut outcomes: Vec<(usize, ShardOutcome)> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..jobs)
             .map(|j| {
@@ -473,7 +544,7 @@ fn deep_shards(o: &Opened, jobs: usize, shards: &[usize]) -> Vec<(usize, ShardOu
                         .iter()
                         .skip(j)
                         .step_by(jobs)
-                        .map(|&i| (i, deep_shard(o, i)))
+                        .map(|&i| (i, deep_shard(o, i, damaged_keys)))
                         .collect::<Vec<_>>()
                 })
             })
@@ -486,15 +557,90 @@ fn deep_shards(o: &Opened, jobs: usize, shards: &[usize]) -> Vec<(usize, ShardOu
     outcomes
 }
 
+/// keys.age read page by page: the multiset digest of its entries, their
+/// count and order, and the key ranges of damaged pages.
+struct KeysScan {
+    digest: MultisetDigest,
+    count: u64,
+    sorted: bool,
+    damaged: Vec<(BlindKey, BlindKey)>,
+    problems: Vec<String>,
+}
+
+fn scan_keys(o: &Opened) -> KeysScan {
+    let m = &o.loaded.manifest;
+    let mut out = KeysScan {
+        digest: MultisetDigest::default(),
+        count: 0,
+        sorted: true,
+        damaged: Vec::new(),
+        problems: Vec::new(),
+    };
+    let open = || {
+        o.open_file(vault::KEYS_FILE)
+            .and_then(|r| KeysReader::open(r, m.index.entries))
+    };
+    let mut keys = match open() {
+        Ok(k) => k,
+        Err(e) => {
+            out.problems
+                .push(format!("{}: {}", vault::KEYS_FILE, e.msg));
+            out.damaged.push(([0; KEY_LEN], [0xff; KEY_LEN]));
+            return out;
+        }
+    };
+    let mut prev: Option<Entry> = None;
+    // Start of a run of damaged pages: the last key before it.
+    let mut run_from: Option<BlindKey> = None;
+    for p in 0..keys.entry_pages() {
+        match keys.entry_page(p) {
+            Ok(entries) => {
+                if let (Some(lo), Some(first)) = (run_from.take(), entries.first()) {
+                    out.damaged.push((lo, first.key));
+                }
+                for e in entries {
+                    if prev.is_some_and(|q| q > e) {
+                        out.sorted = false;
+                    }
+                    prev = Some(e);
+                    out.digest.add(&e);
+                    out.count += 1;
+                }
+            }
+            Err(e) => {
+                if run_from.is_none() {
+                    out.problems.push(e.msg);
+                    run_from = Some(prev.map(|q| q.key).unwrap_or([0; KEY_LEN]));
+                }
+                // A failed chunk leaves age's reader unusable.
+                match open() {
+                    Ok(k) => keys = k,
+                    Err(e) => {
+                        out.problems
+                            .push(format!("{}: {}", vault::KEYS_FILE, e.msg));
+                        run_from.get_or_insert([0; KEY_LEN]);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    if let Some(lo) = run_from {
+        out.damaged.push((lo, [0xff; KEY_LEN]));
+    }
+    out
+}
+
 fn verify_all(o: &Opened, jobs: usize, n: usize, start_bytes: u64) -> Result<DeepReport> {
     let m = &o.loaded.manifest;
     let all: Vec<usize> = (0..n).collect();
-    let outcomes = deep_shards(o, jobs, &all);
+    // The blind index first, so that records with entries in a damaged
+    // page can be named while the shards are read.
+    let keys = scan_keys(o);
+    let outcomes = deep_shards(o, jobs, &all, &keys.damaged);
     let mut rep = DeepReport::default();
     let mut digest = MultisetDigest::default();
     let mut entries = 0u64;
-    let mut rb = merkle::RootBuilder::new();
-    let mut leaves_ok = true;
     let mut computed: Vec<Option<Hash>> = Vec::with_capacity(m.records as usize);
     for (_, oc) in outcomes {
         digest.merge(&oc.digest);
@@ -505,58 +651,75 @@ fn verify_all(o: &Opened, jobs: usize, n: usize, start_bytes: u64) -> Result<Dee
     }
     rep.records_checked = computed.iter().filter(|l| l.is_some()).count() as u64;
     rep.shards_checked = m.shards.iter().map(|s| s.file.clone()).collect();
-    // The stored tree must hold exactly the leaves computed from the shards.
-    let tree_res = o
-        .open_file(vault::TREE_FILE)
-        .and_then(|r| TreeReader::open(r, m.records))
-        .and_then(|mut tree| {
-            tree.for_each_leaf(|i, h| {
-                if let Some(Some(c)) = computed.get(i as usize) {
-                    if !merkle::ct_eq(c, &h) {
-                        leaves_ok = false;
-                    }
+    // Every stored leaf, proven to the signed root through its tile blocks,
+    // must be the leaf computed from the shards. A damaged tile costs the
+    // records whose proofs run through it.
+    let root = m.root()?;
+    let shard_of = |ord: u64| {
+        m.shards
+            .iter()
+            .find(|s| ord >= s.first_ordinal && ord < s.first_ordinal + s.records)
+            .map(|s| s.file.clone())
+            .unwrap_or_default()
+    };
+    let open_tree = || {
+        o.open_file(vault::TREE_FILE)
+            .and_then(|r| TreeReader::open(r, m.records))
+    };
+    let mut leaves_ok = true;
+    let mut tree = open_tree();
+    let mut failed_block: Option<(u64, String)> = None;
+    let mut tree_bad = Vec::new();
+    for (ord, c) in computed.iter().enumerate() {
+        let ord = ord as u64;
+        let block = ord / merkle::TILE as u64;
+        let res = match (&mut tree, &failed_block) {
+            (_, Some((b, msg))) if *b == block => Err(msg.clone()),
+            (Ok(t), _) => t.verified_leaf(ord, &root).map_err(|e| e.msg),
+            (Err(e), _) => Err(e.msg.clone()),
+        };
+        match res {
+            Ok(leaf) => {
+                if c.is_some_and(|c| !merkle::ct_eq(&c, &leaf)) {
+                    leaves_ok = false;
+                    tree_bad.push(BadRecord {
+                        ordinal: ord,
+                        shard: shard_of(ord),
+                        problem: "record hash differs from the Merkle tree's leaf".into(),
+                    });
                 }
-                rb.push(h);
-                Ok(())
-            })
-        });
-    if let Err(e) = tree_res {
-        rep.problems
-            .push(format!("{}: {}", vault::TREE_FILE, e.msg));
-        leaves_ok = false;
+            }
+            Err(msg) => {
+                leaves_ok = false;
+                tree_bad.push(BadRecord {
+                    ordinal: ord,
+                    shard: shard_of(ord),
+                    problem: format!("its Merkle proof cannot be read: {msg}"),
+                });
+                if failed_block.as_ref().is_none_or(|(b, _)| *b != block) {
+                    failed_block = Some((block, msg));
+                    // A failed chunk leaves age's reader unusable.
+                    tree = open_tree();
+                }
+            }
+        }
     }
-    rep.root_ok = leaves_ok && rb.count() == m.records && merkle::ct_eq(&rb.root(), &m.root()?);
-    if !rep.root_ok {
-        rep.problems
-            .push("Merkle root rebuilt from the vault differs from the signed root".into());
+    rep.bad_records.extend(tree_bad);
+    rep.bad_records.sort_by_key(|b| b.ordinal);
+    rep.root_ok = leaves_ok;
+    if !leaves_ok {
+        rep.problems.push(format!(
+            "{}: the stored Merkle tree does not prove every record to the signed root",
+            vault::TREE_FILE
+        ));
     }
     // Index: sorted, complete, and exactly the entries the records imply.
-    let mut got = MultisetDigest::default();
-    let mut count = 0u64;
-    let mut sorted = true;
-    let mut prev: Option<Entry> = None;
-    let keys_res = o
-        .open_file(vault::KEYS_FILE)
-        .and_then(|r| KeysReader::open(r, m.index.entries))
-        .and_then(|mut keys| {
-            keys.for_each(|e| {
-                if prev.is_some_and(|p| p > e) {
-                    sorted = false;
-                }
-                prev = Some(e);
-                got.add(&e);
-                count += 1;
-                Ok(())
-            })
-        });
-    if let Err(e) = keys_res {
-        rep.problems
-            .push(format!("{}: {}", vault::KEYS_FILE, e.msg));
-    }
+    rep.problems.extend(keys.problems);
     let all_records_ok = rep.bad_records.is_empty();
-    rep.index_ok = sorted
-        && count == m.index.entries
-        && (!all_records_ok || (got == digest && entries == count));
+    rep.index_ok = keys.sorted
+        && keys.damaged.is_empty()
+        && keys.count == m.index.entries
+        && (!all_records_ok || (keys.digest == digest && entries == keys.count));
     if !rep.index_ok {
         rep.problems.push(format!(
             "{}: blind index does not match the records",
