@@ -355,6 +355,7 @@ fn rebuild_data(root: &Path, data: &FileInfo, t: &Table, bad: &[u64]) -> Result<
     let staged = bw
         .into_inner()
         .map_err(|e| Error::io(&data_path, "cannot write", e.into_error()))?;
+    crate::faults::point("repair-staged");
     staged.commit()
 }
 

@@ -329,7 +329,10 @@ fn flipped_shard_byte_deep_verify_names_bad_records_and_other_records_still_serv
     let line = if first_hit == last_hit {
         format!("record {first_hit} in {}: FAILED", shard_file(1))
     } else {
-        format!("records {first_hit}-{last_hit} in {}: FAILED", shard_file(1))
+        format!(
+            "records {first_hit}-{last_hit} in {}: FAILED",
+            shard_file(1)
+        )
     };
     assert!(out.contains(&line), "{line}\n{}", show(&o));
 
