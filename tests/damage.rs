@@ -155,8 +155,7 @@ fn a_flipped_byte_in_a_shard_is_located_to_its_block_and_repaired_without_a_key(
         serde_json::json!([[5, 5]])
     );
     let o = run_ok(
-        &mut f
-            .verify_cmd()
+        f.verify_cmd()
             .arg("--repair")
             .arg("--sign-key")
             .arg(&f.keys.sign_key),
@@ -348,7 +347,7 @@ fn damage_beyond_the_parity_budget_is_refused_and_the_file_left_as_it_was() {
             .contains("group(s) 1"),
         "{c}"
     );
-    let o = run_code(&mut repair_cmd(&f).arg("--json"), 4);
+    let o = run_code(repair_cmd(&f).arg("--json"), 4);
     let r = json_of(&o);
     assert_eq!(r["repair"]["failed"][0][0], shard(1));
     assert!(r["repair"]["failed"][0][1]
@@ -446,6 +445,6 @@ fn a_vault_without_parity_is_found_damaged_but_not_repaired() {
 #[test]
 fn repair_needs_a_sign_key_to_record_itself() {
     let f = vault(&[]);
-    let o = run_code(&mut f.verify_cmd().arg("--repair"), 2);
+    let o = run_code(f.verify_cmd().arg("--repair"), 2);
     assert!(stderr(&o).contains("--sign-key"), "{}", show(&o));
 }
