@@ -355,3 +355,62 @@ fn b3sum_of_every_vault_file_and_of_exported_evidence_matches() {
         b3(&f.vault.join("manifest.json"))
     );
 }
+
+/// Whether python3 can import `modules`; skips (or fails under
+/// KAKURI_REQUIRE_TOOLS=1) like [`have_tool`].
+fn have_python_modules(modules: &[&str]) -> bool {
+    if !have_tool("python3") {
+        return false;
+    }
+    let ok = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(format!("import {}", modules.join(", ")))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        if std::env::var("KAKURI_REQUIRE_TOOLS").as_deref() == Ok("1") {
+            panic!("python3 modules {modules:?} are required (KAKURI_REQUIRE_TOOLS=1): pip install reed-solomon-leopard blake3");
+        }
+        eprintln!("SKIPPED: python3 cannot import {modules:?} (pip install reed-solomon-leopard blake3)");
+    }
+    ok
+}
+
+#[test]
+fn the_documented_python_script_repairs_a_damaged_shard_from_parity_without_kakuri() {
+    if !have_python_modules(&["reed_solomon_leopard", "blake3"]) {
+        return;
+    }
+    // Shards of ~570 KB: 9 blocks of 64 KiB, one parity group.
+    let f = Fixture::packed(240, 4096, 35, &["--shard-records", "120"]);
+    let rel = "shards/000001.tar.zst.age";
+    let p = f.vault.join(rel);
+    let orig = fs::read(&p).unwrap();
+    let mut bad = orig.clone();
+    bad[7] ^= 1; // block 0 (the age header)
+    assert!(orig.len() > 8 * 65536 && orig.len() < 9 * 65536, "{}", orig.len());
+    bad[3 * 65536..3 * 65536 + 70_000].fill(0); // blocks 3 and 4
+    bad.truncate(orig.len() - 10); // the last block, 8
+    chmod(&p, 0o600);
+    fs::write(&p, &bad).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/parity-repair.py");
+    let o = ext("python3", &[script.as_os_str(), f.vault.as_os_str(), os(rel)]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(stdout(&o).contains("4 damaged block(s)"), "{}", show(&o));
+    let repaired = fs::read(f.vault.join(format!("{rel}.repaired"))).unwrap();
+    assert!(repaired == orig, "the script's repair is not byte-exact");
+
+    // Beyond the parity (5 damaged blocks in one group of 4 recovery
+    // blocks), the script refuses, as kakuri does.
+    fs::remove_file(f.vault.join(format!("{rel}.repaired"))).unwrap();
+    let mut worse = orig.clone();
+    for b in [0, 2, 4, 6, 8] {
+        worse[b * 65536 + 1] ^= 1;
+    }
+    fs::write(&p, &worse).unwrap();
+    let o = ext("python3", &[script.as_os_str(), f.vault.as_os_str(), os(rel)]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(stdout(&o).contains("not repairable"), "{}", show(&o));
+    assert!(!f.vault.join(format!("{rel}.repaired")).exists());
+}
