@@ -448,3 +448,35 @@ fn repair_needs_a_sign_key_to_record_itself() {
     let o = run_code(f.verify_cmd().arg("--repair"), 2);
     assert!(stderr(&o).contains("--sign-key"), "{}", show(&o));
 }
+
+#[test]
+fn export_recovers_every_record_of_a_damaged_shard_outside_its_damaged_chunk() {
+    // 60 records of ~4 KiB per shard: 4 or 5 age chunks per shard.
+    let f = Fixture::packed(
+        120,
+        4096,
+        93,
+        &["--shard-records", "60", "--parity", "none"],
+    );
+    let p = f.vault.join(shard(1));
+    let bytes = fs::read(&p).unwrap();
+    let start = age_payload_start(&bytes);
+    // Damage the middle of age chunk 1 (plaintext bytes 65536 … 131071).
+    edit(&p, |b| b[start + (64 * 1024 + 16) + 30_000] ^= 1);
+    let d = deep(&f, 4);
+    let lost = bad_ordinals(&d);
+    assert!(!lost.is_empty() && lost.len() < 30, "{lost:?}");
+    for ord in 60..120 {
+        let rid = f.record(ord).record_id;
+        let out = f.root.join(format!("ex-{ord}"));
+        let o = f.export_cmd(&rid, &out).output().unwrap();
+        if lost.contains(&ord) {
+            assert_eq!(o.status.code(), Some(4), "record {ord}: {}", show(&o));
+            assert!(stderr(&o).contains(&shard(1)), "{}", show(&o));
+            assert!(!out.exists() || fs::read_dir(&out).unwrap().next().is_none());
+        } else {
+            assert_eq!(o.status.code(), Some(0), "record {ord}: {}", show(&o));
+            run_ok(kakuri().arg("receipt").arg("verify").arg(&out));
+        }
+    }
+}
