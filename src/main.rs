@@ -581,28 +581,39 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
                     .filter(|f| !f.ok)
                     .map(|f| f.path.clone())
                     .collect();
-                if !bad.is_empty() {
+                if !bad.is_empty() || !rep.unexpected_files.is_empty() {
                     let sk = sign_key.as_ref().expect("clap requires --sign-key");
                     // Fail on a bad signing key before anything is changed.
                     kakuri::keys::load_signing_key(sk)?;
-                    let r = kakuri::repair::repair_vault(&dir.root, &loaded.manifest, &bad);
-                    record(
+                    let mut r = kakuri::repair::repair_vault(&dir.root, &loaded.manifest, &bad);
+                    r.removed = kakuri::repair::remove_stray_temps(
                         &dir.root,
-                        &loaded.manifest.vault_id,
-                        sk,
-                        &operator,
-                        "repair",
-                        None,
-                        None,
-                        serde_json::json!({
-                            "repaired": r.repaired,
-                            "failed": r.failed,
-                        }),
-                        Vec::new(),
-                    )
-                    .map_err(|e| e.context("the repair was made but could not be recorded"))?;
-                    rep = kakuri::verify::verify_keyless(&dir, &loaded, jobs(j));
-                    rep.repair = Some(r);
+                        &loaded.manifest,
+                        &rep.unexpected_files,
+                    );
+                    if r.repaired.is_empty() && r.failed.is_empty() && r.removed.is_empty() {
+                        // Only files a person must look at: nothing changed.
+                        rep.repair = Some(r);
+                    } else {
+                        record(
+                            &dir.root,
+                            &loaded.manifest.vault_id,
+                            sk,
+                            &operator,
+                            "repair",
+                            None,
+                            None,
+                            serde_json::json!({
+                                "repaired": r.repaired,
+                                "failed": r.failed,
+                                "removed": r.removed,
+                            }),
+                            Vec::new(),
+                        )
+                        .map_err(|e| e.context("the repair was made but could not be recorded"))?;
+                        rep = kakuri::verify::verify_keyless(&dir, &loaded, jobs(j));
+                        rep.repair = Some(r);
+                    }
                 }
             }
             if deep {
@@ -674,6 +685,9 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
                     }
                     for (p, why) in &r.failed {
                         println!("{p}: NOT REPAIRED ({why})");
+                    }
+                    for p in &r.removed {
+                        println!("{p}: REMOVED (temporary file of an interrupted writer)");
                     }
                 }
                 for f in &rep.files {

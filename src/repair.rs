@@ -365,6 +365,31 @@ pub struct RepairReport {
     pub repaired: Vec<Repaired>,
     /// Files that could not be repaired, with the reason.
     pub failed: Vec<(String, String)>,
+    /// Temporary files of interrupted writers (`.NAME.tmp` beside a
+    /// listed file) that were removed.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub removed: Vec<String>,
+}
+
+/// Removes, from `unexpected` (vault-relative paths of files the manifest
+/// does not list), the temporary files kakuri's own writers leave when
+/// killed: `.NAME.tmp` beside a listed `NAME`. Anything else is left for
+/// a person to look at.
+pub fn remove_stray_temps(root: &Path, m: &Manifest, unexpected: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for u in unexpected {
+        let (dir, name) = match u.rsplit_once('/') {
+            Some((d, n)) => (format!("{d}/"), n),
+            None => (String::new(), u.as_str()),
+        };
+        let Some(base) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
+            continue;
+        };
+        if m.file(&format!("{dir}{base}")).is_some() && std::fs::remove_file(root.join(u)).is_ok() {
+            out.push(u.clone());
+        }
+    }
+    out
 }
 
 /// Repairs every file in `bad` (vault-relative paths that failed the

@@ -398,7 +398,21 @@ fn a_repair_killed_before_its_rename_leaves_the_file_as_it_was_and_reruns() {
     // The staged copy is reported, not taken for the shard.
     let v = keyless(&f, 4);
     assert_eq!(failed(&v), vec![shard(1)]);
-    assert!(!v["unexpected_files"].as_array().unwrap().is_empty(), "{v}");
+    let stray = format!("shards/.{}.tmp", &shard(1)["shards/".len()..]);
+    assert_eq!(v["unexpected_files"], serde_json::json!([stray]), "{v}");
+    // A stray temporary file beside an intact file, and one that is not
+    // kakuri's: the first is removed, the second left for a person.
+    fs::write(f.vault.join("index/.keys.age.tmp"), b"half-written").unwrap();
+    fs::write(f.vault.join("index/notes.txt"), b"?").unwrap();
+    let o = run_code(&mut repair_cmd(&f), 4);
+    assert!(
+        stdout(&o).contains("index/.keys.age.tmp: REMOVED"),
+        "{}",
+        show(&o)
+    );
+    assert!(f.vault.join("index/notes.txt").exists());
+    fs::remove_file(f.vault.join("index/notes.txt")).unwrap();
+    assert!(fs::read(&p).unwrap() == orig);
     repair_and_check_whole(&f, &[(&shard(1), orig)]);
 }
 

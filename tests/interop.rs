@@ -372,7 +372,9 @@ fn have_python_modules(modules: &[&str]) -> bool {
         if std::env::var("KAKURI_REQUIRE_TOOLS").as_deref() == Ok("1") {
             panic!("python3 modules {modules:?} are required (KAKURI_REQUIRE_TOOLS=1): pip install reed-solomon-leopard blake3");
         }
-        eprintln!("SKIPPED: python3 cannot import {modules:?} (pip install reed-solomon-leopard blake3)");
+        eprintln!(
+            "SKIPPED: python3 cannot import {modules:?} (pip install reed-solomon-leopard blake3)"
+        );
     }
     ok
 }
@@ -389,13 +391,20 @@ fn the_documented_python_script_repairs_a_damaged_shard_from_parity_without_kaku
     let orig = fs::read(&p).unwrap();
     let mut bad = orig.clone();
     bad[7] ^= 1; // block 0 (the age header)
-    assert!(orig.len() > 8 * 65536 && orig.len() < 9 * 65536, "{}", orig.len());
+    assert!(
+        orig.len() > 8 * 65536 && orig.len() < 9 * 65536,
+        "{}",
+        orig.len()
+    );
     bad[3 * 65536..3 * 65536 + 70_000].fill(0); // blocks 3 and 4
     bad.truncate(orig.len() - 10); // the last block, 8
     chmod(&p, 0o600);
     fs::write(&p, &bad).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/parity-repair.py");
-    let o = ext("python3", &[script.as_os_str(), f.vault.as_os_str(), os(rel)]);
+    let o = ext(
+        "python3",
+        &[script.as_os_str(), f.vault.as_os_str(), os(rel)],
+    );
     assert!(o.status.success(), "{}", show(&o));
     assert!(stdout(&o).contains("4 damaged block(s)"), "{}", show(&o));
     let repaired = fs::read(f.vault.join(format!("{rel}.repaired"))).unwrap();
@@ -409,7 +418,10 @@ fn the_documented_python_script_repairs_a_damaged_shard_from_parity_without_kaku
         worse[b * 65536 + 1] ^= 1;
     }
     fs::write(&p, &worse).unwrap();
-    let o = ext("python3", &[script.as_os_str(), f.vault.as_os_str(), os(rel)]);
+    let o = ext(
+        "python3",
+        &[script.as_os_str(), f.vault.as_os_str(), os(rel)],
+    );
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     assert!(stdout(&o).contains("not repairable"), "{}", show(&o));
     assert!(!f.vault.join(format!("{rel}.repaired")).exists());
