@@ -48,11 +48,41 @@ pub struct ReceiptCheck {
     pub ok: bool,
 }
 
-/// Checks an export directory offline.
+/// Checks an export directory offline. A directory without a receipt or
+/// with a file missing is an incomplete export, and the staging directory
+/// of an interrupted export (`.NAME.kakuri-partial`) is never one: both
+/// fail as integrity errors.
 pub fn verify_dir(dir: &Path, trusted: Option<&ssh_key::PublicKey>) -> Result<ReceiptCheck> {
+    let md = std::fs::metadata(dir).map_err(|e| Error::io(dir, "cannot read", e))?;
+    if !md.is_dir() {
+        return Err(Error::integrity(format!(
+            "{}: not an export directory (not a directory)",
+            dir.display()
+        )));
+    }
+    let is_staging = dir.canonicalize().ok().is_some_and(|c| {
+        c.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.ends_with(crate::export::PARTIAL_SUFFIX))
+    });
+    if is_staging {
+        return Err(Error::integrity(format!(
+            "{}: the staging directory of an interrupted export, not an export (run the export again)",
+            dir.display()
+        )));
+    }
     let read = |name: &str| -> Result<Vec<u8>> {
         let p = dir.join(name);
-        std::fs::read(&p).map_err(|e| Error::io(&p, "cannot read", e))
+        std::fs::read(&p).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::integrity(format!(
+                    "{}: {name} is missing (not a complete export)",
+                    dir.display()
+                ))
+            } else {
+                Error::io(&p, "cannot read", e)
+            }
+        })
     };
     let rb = read(RECEIPT_FILE)?;
     let r: Receipt = serde_json::from_slice(&rb).map_err(|e| {

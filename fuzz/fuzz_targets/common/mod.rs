@@ -1,0 +1,106 @@
+//! Helpers shared by the fuzz targets: a per-process scratch directory
+//! (files the file-reading parsers open), a fixed signing key so a target
+//! can make the signatures it fuzzes past valid, and a vault key for
+//! encrypted inputs.
+//!
+//! The signing key is derived from a constant seed: it signs nothing but
+//! fuzz inputs. The vault key is generated per process; only ciphertext
+//! bytes depend on it, never what the code under test decides.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use ssh_key::{private::Ed25519Keypair, PrivateKey, PublicKey};
+
+/// A directory for this process's files, in RAM when /dev/shm exists.
+pub fn scratch() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let base = Path::new("/dev/shm");
+        let b = tempfile::Builder::new().prefix("kakuri-fuzz-").clone();
+        if base.is_dir() {
+            b.tempdir_in(base)
+        } else {
+            b.tempdir()
+        }
+        .expect("scratch directory")
+    })
+    .path()
+}
+
+/// `scratch()/name`, emptied and created afresh.
+pub fn fresh_dir(name: &str) -> PathBuf {
+    let d = scratch().join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("create fuzz dir");
+    d
+}
+
+pub fn write(dir: &Path, rel: &str, bytes: &[u8]) {
+    let p = dir.join(rel);
+    if let Some(parent) = p.parent() {
+        std::fs::create_dir_all(parent).expect("create parent");
+    }
+    std::fs::write(p, bytes).expect("write fuzz file");
+}
+
+/// The fixed ed25519 key fuzz inputs are signed with.
+pub fn signer() -> &'static PrivateKey {
+    static KEY: OnceLock<PrivateKey> = OnceLock::new();
+    KEY.get_or_init(|| PrivateKey::from(Ed25519Keypair::from_seed(&[7u8; 32])))
+}
+
+pub fn signer_pub() -> &'static PublicKey {
+    signer().public_key()
+}
+
+/// The signer as an OpenSSH public-key line (no comment).
+pub fn signer_line() -> &'static str {
+    static LINE: OnceLock<String> = OnceLock::new();
+    LINE.get_or_init(|| signer_pub().to_openssh().expect("openssh public key"))
+}
+
+pub fn signer_fingerprint() -> String {
+    kakuri::keys::fingerprint(signer_pub())
+}
+
+/// Armored SSHSIG over `bytes` in namespace `ns` by [`signer`].
+pub fn sign(bytes: &[u8], ns: &str) -> String {
+    kakuri::manifest::sign_ns(bytes, signer(), ns).expect("sign")
+}
+
+pub fn vault_key() -> &'static kakuri::crypt::VaultKey {
+    static KEY: OnceLock<kakuri::crypt::VaultKey> = OnceLock::new();
+    KEY.get_or_init(kakuri::crypt::VaultKey::generate)
+}
+
+/// Writes `plain` age-encrypted to `recipient` at `path`.
+pub fn write_age(path: &Path, recipient: &dyn age::Recipient, plain: &[u8]) {
+    use std::io::Write;
+    let f = std::fs::File::create(path).expect("create age file");
+    let mut w = kakuri::crypt::encrypt_stream(&[recipient], f).expect("age stream");
+    w.write_all(plain).expect("age write");
+    w.finish().expect("age finish");
+}
+
+/// Replaces every occurrence of `from` in `s`.
+pub fn subst(s: &[u8], from: &str, to: &str) -> Vec<u8> {
+    let from = from.as_bytes();
+    if from.is_empty() {
+        return s.to_vec();
+    }
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i..].starts_with(from) {
+            out.extend_from_slice(to.as_bytes());
+            i += from.len();
+        } else {
+            out.push(s[i]);
+            i += 1;
+        }
+    }
+    out
+}
