@@ -191,7 +191,7 @@ fn check_head_matches(vault_root: &Path, next_seq: u64, last_hash: &str) -> Resu
         Ok(b) => {
             let h: Head = serde_json::from_slice(&b)
                 .map_err(|_| Error::integrity(format!("{HEAD}: not valid")))?;
-            if next_seq == 0 || h.seq + 1 != next_seq || h.hash != last_hash {
+            if next_seq == 0 || h.seq.checked_add(1) != Some(next_seq) || h.hash != last_hash {
                 return Err(Error::integrity(format!(
                     "{LOG} does not end where its signed head says (entry {}); it was truncated or edited — run `kakuri audit verify`",
                     h.seq
@@ -418,7 +418,11 @@ pub fn verify(vault_root: &Path, vault_id: &str, trusted: &[PublicKey]) -> Resul
                 .map(|k| manifest::verify_sig(&hb, &sig, &k, NAMESPACE, HEAD).is_ok())
                 .unwrap_or(false);
             match head {
-                Some(h) if signer_ok && h.hash == prev && h.seq + 1 == count && h.vault_id == vault_id => {}
+                Some(h)
+                    if signer_ok
+                        && h.hash == prev
+                        && h.seq.checked_add(1) == Some(count)
+                        && h.vault_id == vault_id => {}
                 Some(h) if signer_ok => fail(
                     &mut check,
                     count,

@@ -527,7 +527,7 @@ impl RecordsReader {
         read_at(
             &mut self.r,
             RECORDS_NAME,
-            PAGE as u64 + ordinal * RECORD_SLOT as u64,
+            (PAGE as u64).saturating_add(ordinal.saturating_mul(RECORD_SLOT as u64)),
             &mut b,
         )?;
         Ok(RecordLoc::decode(&b))
@@ -584,7 +584,10 @@ impl IdsReader {
             )));
         }
         let mut b = vec![0u8; loc.id_len as usize];
-        read_at(&mut self.r, IDS_NAME, PAGE as u64 + loc.id_offset, &mut b)?;
+        let at = (PAGE as u64)
+            .checked_add(loc.id_offset)
+            .ok_or_else(|| Error::integrity(format!("{IDS_NAME}: id offset out of range")))?;
+        read_at(&mut self.r, IDS_NAME, at, &mut b)?;
         String::from_utf8(b)
             .map_err(|_| Error::integrity(format!("{IDS_NAME}: an id is not UTF-8")))
     }
@@ -599,7 +602,9 @@ fn tree_level_offsets(levels: &[u64]) -> Vec<u64> {
         .iter()
         .map(|&n| {
             let o = at;
-            at += (n * 32).div_ceil(PAGE as u64) * PAGE as u64;
+            // Counts come from the signed manifest, which bounds them
+            // (Manifest::parse); saturate anyway rather than wrap.
+            at = at.saturating_add(n.saturating_mul(32).div_ceil(PAGE as u64) * PAGE as u64);
             o
         })
         .collect()

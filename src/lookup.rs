@@ -258,7 +258,8 @@ impl<'a> Lookup<'a> {
             self.shards.insert(loc.shard, r);
         }
         let r = self.shards.get_mut(&loc.shard).expect("just inserted");
-        let rec = shard::read_record(r, &loc, ordinal)?;
+        let size = m.file(&name).map(|f| f.size).unwrap_or(0);
+        let rec = shard::read_record(r, &loc, ordinal, size)?;
         let bad = |what: &str| Error::integrity(format!("{name}: record {ordinal}: {what}"));
         if !merkle::ct_eq(&record::record_hash(&rec.meta), &loc.record_hash) {
             return Err(bad("metadata does not match its record hash"));

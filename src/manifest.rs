@@ -22,6 +22,8 @@ use crate::vault::{self, VaultDir};
 pub const NAMESPACE: &str = "kakuri-manifest@v1";
 pub const FORMAT: &str = "kakuri-vault";
 pub const VERSION: u32 = 1;
+/// More records than any vault holds (2^40); larger counts are refused.
+pub const MAX_RECORDS: u64 = 1 << 40;
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct MerkleInfo {
@@ -137,6 +139,24 @@ impl Manifest {
                 "{}: merkle size differs from record count",
                 vault::MANIFEST
             )));
+        }
+        // Counts bound every offset a reader computes from them.
+        let bad = |what: &str| Error::integrity(format!("{}: {what}", vault::MANIFEST));
+        if m.records == 0 || m.records > MAX_RECORDS {
+            return Err(bad("record count out of range"));
+        }
+        if m.index.entries < m.records || m.index.entries > 4 * m.records {
+            return Err(bad("blind-index entry count out of range"));
+        }
+        let mut next = 0u64;
+        for s in &m.shards {
+            if s.first_ordinal != next || s.records == 0 {
+                return Err(bad("shards do not cover the records contiguously"));
+            }
+            next = next.saturating_add(s.records);
+        }
+        if next != m.records {
+            return Err(bad("shards do not cover the records contiguously"));
         }
         m.root()?;
         if let Some(p) = &m.parity {
@@ -370,7 +390,7 @@ mod tests {
             "index": {"keys": vault::KEYS_FILE, "records": vault::RECORDS_FILE, "tree": vault::TREE_FILE, "ids": vault::IDS_FILE,
                       "entries": 2, "page": crate::index::PAGE, "tree_tile": crate::merkle::TILE},
             "custody": {"scheme": "any-one", "threshold": 1, "generation": 1, "custodians": [], "wraps": [], "key_check": ""},
-            "signer": key.public_key().to_openssh().unwrap(), "zstd_level": 3, "shards": [], "files": []
+            "signer": key.public_key().to_openssh().unwrap(), "zstd_level": 3, "shards": [{"file": "shards/000000.tar.zst.age", "first_ordinal": 0, "records": 1}], "files": []
         }))
         .unwrap();
         write_signed(d.path(), &m, &key).unwrap();

@@ -212,15 +212,29 @@ pub fn parse_record_tar(ordinal: u64, tar_bytes: &[u8], shard_name: &str) -> Res
     })
 }
 
+/// Frames claiming more than this are decompressed as a stream, so memory
+/// follows what the frame really yields rather than what the index claims.
+const EAGER_PLAIN: u32 = 16 << 20;
+
 /// Decompresses one frame, never to more than `plain_len` bytes.
 pub fn decompress_frame(frame: &[u8], plain_len: u32, what: &str) -> Result<Vec<u8>> {
-    let out = zstd::bulk::Decompressor::new()
-        .and_then(|mut d| d.decompress(frame, plain_len as usize))
-        .map_err(|e| {
-            Error::integrity(format!(
-                "{what}: zstd frame does not decompress within its recorded size ({e})"
-            ))
-        })?;
+    let too_big = |e: std::io::Error| {
+        Error::integrity(format!(
+            "{what}: zstd frame does not decompress within its recorded size ({e})"
+        ))
+    };
+    let out = if plain_len <= EAGER_PLAIN {
+        zstd::bulk::Decompressor::new()
+            .and_then(|mut d| d.decompress(frame, plain_len as usize))
+            .map_err(too_big)?
+    } else {
+        let mut v = Vec::new();
+        zstd::stream::read::Decoder::with_buffer(frame)
+            .map(|d| d.single_frame())
+            .and_then(|d| d.take(plain_len as u64 + 1).read_to_end(&mut v))
+            .map_err(too_big)?;
+        v
+    };
     if out.len() != plain_len as usize {
         return Err(Error::integrity(format!(
             "{what}: zstd frame decompresses to the wrong size"
@@ -229,9 +243,24 @@ pub fn decompress_frame(frame: &[u8], plain_len: u32, what: &str) -> Result<Vec<
     Ok(out)
 }
 
-/// Reads one record's frame from an open shard.
-pub fn read_record(r: &mut SeekableReader, loc: &RecordLoc, ordinal: u64) -> Result<RecordBytes> {
+/// Reads one record's frame from an open shard of `shard_size` bytes (as
+/// stored; its plaintext is shorter), refusing a location outside it.
+pub fn read_record(
+    r: &mut SeekableReader,
+    loc: &RecordLoc,
+    ordinal: u64,
+    shard_size: u64,
+) -> Result<RecordBytes> {
     let name = crate::vault::shard_path(loc.shard);
+    if loc
+        .frame_offset
+        .checked_add(loc.frame_len as u64)
+        .is_none_or(|end| end > shard_size)
+    {
+        return Err(Error::integrity(format!(
+            "{name}: record {ordinal}: the record table places it outside the shard"
+        )));
+    }
     let mut frame = vec![0u8; loc.frame_len as usize];
     crypt::read_at(r, &name, loc.frame_offset, &mut frame)?;
     let tar = decompress_frame(&frame, loc.plain_len, &format!("{name}: record {ordinal}"))?;
@@ -269,6 +298,20 @@ mod tests {
         assert_eq!(r.image, b"\xff\xd8img\xff\xd9");
         assert_eq!(r.image_name, "r/0000000042/image.jpg");
         assert!(parse_record_tar(43, &t, "s").is_err());
+    }
+
+    #[test]
+    fn large_claims_are_decompressed_as_a_stream_and_still_bounded() {
+        let big = vec![7u8; 20 << 20];
+        let frame = zstd::bulk::compress(&big, 3).unwrap();
+        assert_eq!(
+            decompress_frame(&frame, 20 << 20, "t").unwrap().len(),
+            20 << 20
+        );
+        assert!(decompress_frame(&frame, (20 << 20) - 1, "t").is_err());
+        // A tiny frame claiming 4 GiB gets what it yields, then is refused.
+        let small = zstd::bulk::compress(b"hello", 3).unwrap();
+        assert!(decompress_frame(&small, u32::MAX, "t").is_err());
     }
 
     #[test]

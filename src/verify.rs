@@ -346,6 +346,7 @@ fn deep_shard(o: &Opened, si: usize, damaged_keys: &KeyRanges) -> ShardOutcome {
     };
     // Where the next frame must start; unknown after an unreadable slot.
     let mut expect_off = Some(0u64);
+    let shard_size = m.file(&sh.file).map(|f| f.size).unwrap_or(0);
     for ord in sh.first_ordinal..sh.first_ordinal + sh.records {
         let res = (|| -> Result<(Hash, Vec<Entry>, u64)> {
             let loc = records.get(ord)?;
@@ -355,7 +356,7 @@ fn deep_shard(o: &Opened, si: usize, damaged_keys: &KeyRanges) -> ShardOutcome {
                 ));
             }
             let next = loc.frame_offset + loc.frame_len as u64;
-            let rec = shard::read_record(&mut r, &loc, ord)?;
+            let rec = shard::read_record(&mut r, &loc, ord, shard_size)?;
             let rh = record::record_hash(&rec.meta);
             if !merkle::ct_eq(&rh, &loc.record_hash) {
                 return Err(Error::integrity("content does not match its record hash"));

@@ -36,7 +36,7 @@ fn mutate(base: &[u8], flips: &[(usize, u8)], cut: Option<usize>) -> Vec<u8> {
     v
 }
 
-const MANIFEST: &str = r#"{"format":"kakuri-vault","version":1,"vault_id":"v","created":"c","retain_until":"2099-01-01","tool":"t","records":1,"image_bytes":1,"doc_types":{},"merkle":{"alg":"blake3-rfc6962","size":1,"root":"0000000000000000000000000000000000000000000000000000000000000000"},"index":{"keys":"index/keys.age","records":"index/records.age","tree":"index/tree.age","ids":"index/ids.age","entries":2,"page":65536,"tree_tile":2048},"custody":{"scheme":"any-one","threshold":1,"generation":1,"custodians":[],"wraps":[],"key_check":""},"signer":"ssh-ed25519 AAAA","zstd_level":3,"shards":[],"files":[]}"#;
+const MANIFEST: &str = r#"{"format":"kakuri-vault","version":1,"vault_id":"v","created":"c","retain_until":"2099-01-01","tool":"t","records":1,"image_bytes":1,"doc_types":{},"merkle":{"alg":"blake3-rfc6962","size":1,"root":"0000000000000000000000000000000000000000000000000000000000000000"},"index":{"keys":"index/keys.age","records":"index/records.age","tree":"index/tree.age","ids":"index/ids.age","entries":2,"page":65536,"tree_tile":2048},"custody":{"scheme":"any-one","threshold":1,"generation":1,"custodians":[],"wraps":[],"key_check":""},"signer":"ssh-ed25519 AAAA","zstd_level":3,"shards":[{"file":"shards/000000.tar.zst.age","first_ordinal":0,"records":1}],"files":[]}"#;
 
 const META: &str = r#"{"format":"kakuri-record-v1","ordinal":0,"record_id":"r","image_path":"a.jpg","image_size":1,"image_blake3":"00","source":{"record_id":"r","image":"a.jpg"}}"#;
 
@@ -124,4 +124,37 @@ proptest! {
         let c = kakuri::audit::verify(p, "v", &[]).unwrap();
         prop_assert!(!c.ok);
     }
+}
+
+/// Found by the cargo-fuzz target `audit_log`: a signed head claiming
+/// sequence number u64::MAX overflowed `seq + 1` in `audit::verify`.
+#[test]
+fn an_audit_head_claiming_the_largest_sequence_number_fails_verification_without_panicking() {
+    let d = tempfile::tempdir().unwrap();
+    fs::create_dir_all(d.path().join("audit")).unwrap();
+    let key =
+        ssh_key::PrivateKey::random(&mut rand_core::OsRng, ssh_key::Algorithm::Ed25519).unwrap();
+    kakuri::audit::append(
+        d.path(),
+        "v",
+        &key,
+        kakuri::audit::Event {
+            action: "pack",
+            operator: "t",
+            case: None,
+            reason: None,
+            result: serde_json::json!({}),
+            queries: Vec::new(),
+        },
+    )
+    .unwrap();
+    let hp = d.path().join(kakuri::audit::HEAD);
+    let mut head: serde_json::Value = serde_json::from_slice(&fs::read(&hp).unwrap()).unwrap();
+    head["seq"] = serde_json::json!(u64::MAX);
+    let hb = serde_json::to_vec_pretty(&head).unwrap();
+    fs::write(&hp, &hb).unwrap();
+    let sig = kakuri::manifest::sign_ns(&hb, &key, kakuri::audit::NAMESPACE).unwrap();
+    fs::write(d.path().join(kakuri::audit::HEAD_SIG), sig).unwrap();
+    let check = kakuri::audit::verify(d.path(), "v", &[]).unwrap();
+    assert!(!check.ok);
 }

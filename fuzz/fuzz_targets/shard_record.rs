@@ -28,10 +28,14 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let (mode, ordinal) = (data[0] % 3, data[1] as u64);
-    // The size the index claims, kept to 16 bits so every input is fast:
-    // decompress_frame reserves the claimed size up front, so larger
-    // claims would exercise the allocator, not the parser.
-    let claimed = u16::from_le_bytes([data[2], data[3]]) as u32;
+    // The size the index claims: up to 2^24, or any u32 for one input in
+    // eight (decompress_frame then streams, so memory follows what the
+    // frame yields, not the claim).
+    let claimed = if data[1] % 8 == 0 {
+        u32::from_le_bytes([data[2], data[3], data.get(4).copied().unwrap_or(0), 0xff])
+    } else {
+        u32::from_le_bytes([data[2], data[3], data.get(4).copied().unwrap_or(0), 0])
+    };
     let bytes = &data[4..];
     match mode {
         0 => parse_tar(ordinal, bytes),
