@@ -7,7 +7,7 @@
 //! root).
 
 use std::collections::HashMap;
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -81,7 +81,7 @@ enum SourceInner {
         name: String,
     },
     Jsonl {
-        lines: std::io::Lines<std::io::BufReader<std::fs::File>>,
+        lines: std::io::BufReader<std::fs::File>,
         key: String,
         field: Field,
         name: String,
@@ -120,7 +120,7 @@ impl SourceReader {
                     .is_some_and(|e| e == "jsonl" || e == "ndjson");
                 if is_jsonl {
                     SourceInner::Jsonl {
-                        lines: std::io::BufReader::new(f).lines(),
+                        lines: std::io::BufReader::new(f),
                         key: column.clone(),
                         field: *field,
                         name,
@@ -207,12 +207,26 @@ impl SourceReader {
                     field,
                     name,
                 } => {
-                    let Some(line) = lines.next() else {
-                        return Ok(None);
-                    };
+                    use std::io::{BufRead, Read};
                     self.n += 1;
                     let n = self.n;
-                    let line = line
+                    // One line at a time, never more than MAX_LINE bytes of it.
+                    let mut buf = Vec::new();
+                    let got = lines
+                        .by_ref()
+                        .take(crate::input::MAX_LINE + 1)
+                        .read_until(b'\n', &mut buf)
+                        .map_err(|e| Error::io_ctx(format!("{name} line {n}"), e))?;
+                    if got == 0 {
+                        return Ok(None);
+                    }
+                    if buf.len() as u64 > crate::input::MAX_LINE {
+                        return Err(Error::input(format!(
+                            "{name} line {n}: longer than {} bytes",
+                            crate::input::MAX_LINE
+                        )));
+                    }
+                    let line = String::from_utf8(buf)
                         .map_err(|_| Error::input(format!("{name} line {n}: not valid UTF-8")))?;
                     if line.trim().is_empty() {
                         continue;

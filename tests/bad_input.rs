@@ -521,3 +521,30 @@ fn directory_mode_pack_into_the_input_directory_does_not_seal_the_vault_itself()
         assert!(!out.exists());
     }
 }
+
+#[test]
+fn a_match_table_line_longer_than_the_limit_is_refused_by_line_number() {
+    let f = Fixture::packed(20, 256, 61, &[]);
+    let t = f.root.join("list.jsonl");
+    let mut body = b"{\"n\": \"A1\"}\n".to_vec();
+    body.extend_from_slice(b"{\"n\": \"");
+    body.extend(std::iter::repeat_n(b'7', 2 << 20));
+    body.extend_from_slice(b"\"}\n");
+    std::fs::write(&t, &body).unwrap();
+    let o = run_code(
+        kakuri()
+            .arg("match")
+            .arg(&f.vault)
+            .args(f.access(&f.keys.identity))
+            .arg("--table")
+            .arg(&t)
+            .arg("--column")
+            .arg("n")
+            .arg("--field")
+            .arg("document_number"),
+        3,
+    );
+    let e = stderr(&o);
+    assert!(e.contains("line 2: longer than"), "{}", show(&o));
+    assert_eq!(e.lines().count(), 1, "{}", show(&o));
+}
