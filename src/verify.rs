@@ -258,7 +258,11 @@ impl MultisetDigest {
 }
 
 struct ShardOutcome {
-    leaves: Vec<Option<Hash>>,
+    /// Records whose content re-hashed to their record hash.
+    checked: u64,
+    /// Every stored leaf of the shard proven to the root and equal to the
+    /// leaf computed from its record.
+    leaves_ok: bool,
     digest: MultisetDigest,
     entries: u64,
     bad: Vec<BadRecord>,
@@ -297,24 +301,110 @@ pub fn runs(bad: &[BadRecord]) -> Vec<(u64, u64, &BadRecord)> {
 /// keys.age: records with an entry in one cannot be found by that entry.
 type KeyRanges = [(BlindKey, BlindKey)];
 
-fn deep_shard(o: &Opened, si: usize, damaged_keys: &KeyRanges) -> ShardOutcome {
+/// Proves stored leaves to the signed root through the tree tiles (each
+/// tile block once) and compares them with the leaves computed from the
+/// records. One per verify thread, so memory does not grow with the
+/// vault: a shard's leaves are checked as soon as its records are read.
+struct LeafChecker<'a> {
+    o: &'a Opened,
+    root: Hash,
+    tree: Result<TreeReader>,
+    /// The tile block that failed last, and why (its other leaves fail
+    /// the same way without being read again).
+    failed_block: Option<(u64, String)>,
+}
+
+impl<'a> LeafChecker<'a> {
+    fn new(o: &'a Opened) -> Result<Self> {
+        Ok(LeafChecker {
+            o,
+            root: o.loaded.manifest.root()?,
+            tree: Self::open(o),
+            failed_block: None,
+        })
+    }
+
+    fn open(o: &Opened) -> Result<TreeReader> {
+        o.open_file(vault::TREE_FILE)
+            .and_then(|r| TreeReader::open(r, o.loaded.manifest.records))
+    }
+
+    /// The problem with leaf `ord`, if any.
+    fn check(&mut self, ord: u64, computed: Option<&Hash>) -> Option<String> {
+        let block = ord / merkle::TILE as u64;
+        let res = match (&mut self.tree, &self.failed_block) {
+            (_, Some((b, msg))) if *b == block => Err(msg.clone()),
+            (Ok(t), _) => t.verified_leaf(ord, &self.root).map_err(|e| e.msg),
+            (Err(e), _) => Err(e.msg.clone()),
+        };
+        match res {
+            Ok(leaf) => computed
+                .filter(|c| !merkle::ct_eq(c, &leaf))
+                .map(|_| "record hash differs from the Merkle tree's leaf".to_string()),
+            Err(msg) => {
+                if self.failed_block.as_ref().is_none_or(|(b, _)| *b != block) {
+                    self.failed_block = Some((block, msg.clone()));
+                    // A failed chunk leaves age's reader unusable.
+                    self.tree = Self::open(self.o);
+                }
+                Some(format!("its Merkle proof cannot be read: {msg}"))
+            }
+        }
+    }
+}
+
+/// Deep-checks shard `si`: every record, then its leaves in the tree.
+fn deep_shard(
+    o: &Opened,
+    si: usize,
+    damaged_keys: &KeyRanges,
+    leaves_check: &mut LeafChecker<'_>,
+) -> ShardOutcome {
+    let sh = &o.loaded.manifest.shards[si];
+    let (mut out, leaves) = deep_shard_records(o, si, damaged_keys);
+    for (k, leaf) in leaves.iter().enumerate() {
+        let Some(leaf) = leaf else { continue };
+        out.checked += 1;
+        let ord = sh.first_ordinal + k as u64;
+        if let Some(problem) = leaves_check.check(ord, Some(leaf)) {
+            out.leaves_ok = false;
+            out.bad.push(BadRecord {
+                ordinal: ord,
+                shard: sh.file.clone(),
+                problem,
+            });
+        }
+    }
+    out
+}
+
+/// Reads and checks every record of shard `si`; returns the outcome and
+/// the leaves computed from the records (`None` for a record that failed).
+fn deep_shard_records(
+    o: &Opened,
+    si: usize,
+    damaged_keys: &KeyRanges,
+) -> (ShardOutcome, Vec<Option<Hash>>) {
     let m = &o.loaded.manifest;
     let sh = &m.shards[si];
     let mut out = ShardOutcome {
-        leaves: Vec::with_capacity(sh.records as usize),
+        checked: 0,
+        leaves_ok: true,
         digest: MultisetDigest::default(),
         entries: 0,
         bad: Vec::new(),
         problems: Vec::new(),
     };
-    let bad_all = |out: &mut ShardOutcome, why: String| {
-        for ord in sh.first_ordinal + out.leaves.len() as u64..sh.first_ordinal + sh.records {
+    // This shard's leaves computed from its records (None: unreadable).
+    let mut leaves: Vec<Option<Hash>> = Vec::with_capacity(sh.records as usize);
+    let bad_all = |out: &mut ShardOutcome, leaves: &mut Vec<Option<Hash>>, why: String| {
+        for ord in sh.first_ordinal + leaves.len() as u64..sh.first_ordinal + sh.records {
             out.bad.push(BadRecord {
                 ordinal: ord,
                 shard: sh.file.clone(),
                 problem: why.clone(),
             });
-            out.leaves.push(None);
+            leaves.push(None);
         }
     };
     let mut records = match o
@@ -323,15 +413,19 @@ fn deep_shard(o: &Opened, si: usize, damaged_keys: &KeyRanges) -> ShardOutcome {
     {
         Ok(r) => r,
         Err(e) => {
-            bad_all(&mut out, format!("record table unreadable: {e}"));
-            return out;
+            bad_all(
+                &mut out,
+                &mut leaves,
+                format!("record table unreadable: {e}"),
+            );
+            return (out, leaves);
         }
     };
     let mut r = match o.open_file(&sh.file) {
         Ok(r) => r,
         Err(e) => {
-            bad_all(&mut out, e.to_string());
-            return out;
+            bad_all(&mut out, &mut leaves, e.to_string());
+            return (out, leaves);
         }
     };
     let mut ids = match o
@@ -340,8 +434,8 @@ fn deep_shard(o: &Opened, si: usize, damaged_keys: &KeyRanges) -> ShardOutcome {
     {
         Ok(r) => r,
         Err(e) => {
-            bad_all(&mut out, format!("record ids unreadable: {e}"));
-            return out;
+            bad_all(&mut out, &mut leaves, format!("record ids unreadable: {e}"));
+            return (out, leaves);
         }
     };
     // Where the next frame must start; unknown after an unreadable slot.
@@ -395,7 +489,7 @@ fn deep_shard(o: &Opened, si: usize, damaged_keys: &KeyRanges) -> ShardOutcome {
                         ),
                     });
                 }
-                out.leaves.push(Some(merkle::leaf_hash(&rh)));
+                leaves.push(Some(merkle::leaf_hash(&rh)));
                 for e in &entries {
                     out.digest.add(e);
                 }
@@ -408,7 +502,7 @@ fn deep_shard(o: &Opened, si: usize, damaged_keys: &KeyRanges) -> ShardOutcome {
                     shard: sh.file.clone(),
                     problem: e.msg,
                 });
-                out.leaves.push(None);
+                leaves.push(None);
                 // Continue with the next record: its location comes from
                 // the record table.
                 expect_off = records
@@ -430,8 +524,8 @@ fn deep_shard(o: &Opened, si: usize, damaged_keys: &KeyRanges) -> ShardOutcome {
                         ids = nids;
                     }
                     Err(e) => {
-                        bad_all(&mut out, e.to_string());
-                        return out;
+                        bad_all(&mut out, &mut leaves, e.to_string());
+                        return (out, leaves);
                     }
                 }
             }
@@ -441,7 +535,7 @@ fn deep_shard(o: &Opened, si: usize, damaged_keys: &KeyRanges) -> ShardOutcome {
     // unknown if the last record's slot is unreadable; that record is
     // reported already).
     let Some(expect_off) = expect_off else {
-        return out;
+        return (out, leaves);
     };
     let mut tail = Vec::new();
     let tail_res = (|| -> Result<()> {
@@ -464,7 +558,7 @@ fn deep_shard(o: &Opened, si: usize, damaged_keys: &KeyRanges) -> ShardOutcome {
             sh.file, e.msg
         ));
     }
-    out
+    (out, leaves)
 }
 
 /// Deep verification with the vault key.
@@ -492,36 +586,17 @@ pub fn verify_subset(o: &Opened, jobs: usize, part: u32, parts: u32) -> Result<D
         .filter(|s| *s as u32 % parts == part)
         .collect();
     let jobs = jobs.max(1);
-    let outcomes = deep_shards(o, jobs, &mine, &[]);
+    let outcomes = deep_shards(o, jobs, &mine, &[])?;
     let mut rep = DeepReport::default();
-    let root = m.root()?;
-    let mut tree = TreeReader::open(o.open_file(vault::TREE_FILE)?, m.records)?;
     let mut leaves_ok = true;
     for (si, oc) in outcomes {
-        let first = m.shards[si].first_ordinal;
-        for (k, leaf) in oc.leaves.iter().enumerate() {
-            if let Some(h) = leaf {
-                match tree.verified_leaf(first + k as u64, &root) {
-                    Ok(t) if merkle::ct_eq(&t, h) => rep.records_checked += 1,
-                    Ok(_) => {
-                        leaves_ok = false;
-                        rep.bad_records.push(BadRecord {
-                            ordinal: first + k as u64,
-                            shard: m.shards[si].file.clone(),
-                            problem: "record hash differs from the Merkle tree's leaf".into(),
-                        });
-                    }
-                    Err(e) => {
-                        leaves_ok = false;
-                        rep.problems.push(e.msg);
-                    }
-                }
-            }
-        }
+        rep.records_checked += oc.checked;
+        leaves_ok &= oc.leaves_ok;
         rep.bad_records.extend(oc.bad);
         rep.problems.extend(oc.problems);
         rep.shards_checked.push(m.shards[si].file.clone());
     }
+    rep.bad_records.sort_by_key(|b| b.ordinal);
     rep.root_ok = leaves_ok;
     // The blind index is checked by full runs only.
     rep.index_ok = true;
@@ -536,26 +611,28 @@ fn deep_shards(
     jobs: usize,
     shards: &[usize],
     damaged_keys: &KeyRanges,
-) -> Vec<(usize, ShardOutcome)> {
+) -> Result<Vec<(usize, ShardOutcome)>> {
     let mut outcomes: Vec<(usize, ShardOutcome)> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..jobs)
             .map(|j| {
-                s.spawn(move || {
-                    shards
+                s.spawn(move || -> Result<Vec<(usize, ShardOutcome)>> {
+                    let mut leaves = LeafChecker::new(o)?;
+                    Ok(shards
                         .iter()
                         .skip(j)
                         .step_by(jobs)
-                        .map(|&i| (i, deep_shard(o, i, damaged_keys)))
-                        .collect::<Vec<_>>()
+                        .map(|&i| (i, deep_shard(o, i, damaged_keys, &mut leaves)))
+                        .collect())
                 })
             })
             .collect();
         hs.into_iter()
-            .flat_map(|h| h.join().expect("verify thread"))
-            .collect()
-    });
+            .map(|h| h.join().expect("verify thread"))
+            .collect::<Result<Vec<_>>>()
+            .map(|v| v.into_iter().flatten().collect())
+    })?;
     outcomes.sort_by_key(|(i, _)| *i);
-    outcomes
+    Ok(outcomes)
 }
 
 /// keys.age read page by page: the multiset digest of its entries, their
@@ -638,74 +715,24 @@ fn verify_all(o: &Opened, jobs: usize, n: usize, start_bytes: u64) -> Result<Dee
     // The blind index first, so that records with entries in a damaged
     // page can be named while the shards are read.
     let keys = scan_keys(o);
-    let outcomes = deep_shards(o, jobs, &all, &keys.damaged);
+    // Each shard's stored leaves are proven to the signed root through
+    // their tile blocks and compared with the leaves computed from its
+    // records as the shard is read; a damaged tile costs the records whose
+    // proofs run through it.
+    let outcomes = deep_shards(o, jobs, &all, &keys.damaged)?;
     let mut rep = DeepReport::default();
     let mut digest = MultisetDigest::default();
     let mut entries = 0u64;
-    let mut computed: Vec<Option<Hash>> = Vec::with_capacity(m.records as usize);
+    let mut leaves_ok = true;
     for (_, oc) in outcomes {
         digest.merge(&oc.digest);
         entries += oc.entries;
+        rep.records_checked += oc.checked;
+        leaves_ok &= oc.leaves_ok;
         rep.bad_records.extend(oc.bad);
         rep.problems.extend(oc.problems);
-        computed.extend(oc.leaves);
     }
-    rep.records_checked = computed.iter().filter(|l| l.is_some()).count() as u64;
     rep.shards_checked = m.shards.iter().map(|s| s.file.clone()).collect();
-    // Every stored leaf, proven to the signed root through its tile blocks,
-    // must be the leaf computed from the shards. A damaged tile costs the
-    // records whose proofs run through it.
-    let root = m.root()?;
-    let shard_of = |ord: u64| {
-        m.shards
-            .iter()
-            .find(|s| ord >= s.first_ordinal && ord < s.first_ordinal + s.records)
-            .map(|s| s.file.clone())
-            .unwrap_or_default()
-    };
-    let open_tree = || {
-        o.open_file(vault::TREE_FILE)
-            .and_then(|r| TreeReader::open(r, m.records))
-    };
-    let mut leaves_ok = true;
-    let mut tree = open_tree();
-    let mut failed_block: Option<(u64, String)> = None;
-    let mut tree_bad = Vec::new();
-    for (ord, c) in computed.iter().enumerate() {
-        let ord = ord as u64;
-        let block = ord / merkle::TILE as u64;
-        let res = match (&mut tree, &failed_block) {
-            (_, Some((b, msg))) if *b == block => Err(msg.clone()),
-            (Ok(t), _) => t.verified_leaf(ord, &root).map_err(|e| e.msg),
-            (Err(e), _) => Err(e.msg.clone()),
-        };
-        match res {
-            Ok(leaf) => {
-                if c.is_some_and(|c| !merkle::ct_eq(&c, &leaf)) {
-                    leaves_ok = false;
-                    tree_bad.push(BadRecord {
-                        ordinal: ord,
-                        shard: shard_of(ord),
-                        problem: "record hash differs from the Merkle tree's leaf".into(),
-                    });
-                }
-            }
-            Err(msg) => {
-                leaves_ok = false;
-                tree_bad.push(BadRecord {
-                    ordinal: ord,
-                    shard: shard_of(ord),
-                    problem: format!("its Merkle proof cannot be read: {msg}"),
-                });
-                if failed_block.as_ref().is_none_or(|(b, _)| *b != block) {
-                    failed_block = Some((block, msg));
-                    // A failed chunk leaves age's reader unusable.
-                    tree = open_tree();
-                }
-            }
-        }
-    }
-    rep.bad_records.extend(tree_bad);
     rep.bad_records.sort_by_key(|b| b.ordinal);
     rep.root_ok = leaves_ok;
     if !leaves_ok {
