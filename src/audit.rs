@@ -202,6 +202,11 @@ fn check_head_matches(vault_root: &Path, next_seq: u64, last_hash: &str) -> Resu
     }
 }
 
+/// Bytes of the log's tail read first when looking for its last entry (an
+/// entry is about 1 KiB); [`last_entry`] reads further back only if the
+/// last line is longer.
+const TAIL: u64 = 16 << 10;
+
 /// The last entry and its hash, reading only the log's tail.
 pub fn last_entry(vault_root: &Path) -> Result<Option<(Entry, String)>> {
     use std::io::{Read, Seek, SeekFrom};
@@ -218,24 +223,35 @@ pub fn last_entry(vault_root: &Path) -> Result<Option<(Entry, String)>> {
     if len == 0 {
         return Ok(None);
     }
-    let start = len.saturating_sub(1 << 20);
-    f.seek(SeekFrom::Start(start))
-        .map_err(|e| Error::io(&lp, "cannot read", e))?;
+    // Read back from the end, doubling the window, until the window holds
+    // the whole last line (a newline before it, or the start of the log).
+    let mut want = TAIL;
     let mut tail = Vec::new();
-    f.read_to_end(&mut tail)
-        .map_err(|e| Error::io(&lp, "cannot read", e))?;
-    if tail.last() != Some(&b'\n') {
-        return Err(Error::integrity(format!(
-            "{LOG}: last line is incomplete (interrupted write or truncation)"
-        )));
+    loop {
+        let start = len.saturating_sub(want);
+        f.seek(SeekFrom::Start(start))
+            .map_err(|e| Error::io(&lp, "cannot read", e))?;
+        tail.resize((len - start) as usize, 0);
+        f.read_exact(&mut tail)
+            .map_err(|e| Error::io(&lp, "cannot read", e))?;
+        if tail.last() != Some(&b'\n') {
+            return Err(Error::integrity(format!(
+                "{LOG}: last line is incomplete (interrupted write or truncation)"
+            )));
+        }
+        let body = &tail[..tail.len() - 1];
+        match body.iter().rposition(|&b| b == b'\n') {
+            Some(i) => {
+                let (e, h, _) = parse_line(&body[i + 1..], 0)?;
+                return Ok(Some((e, h)));
+            }
+            None if start == 0 => {
+                let (e, h, _) = parse_line(body, 0)?;
+                return Ok(Some((e, h)));
+            }
+            None => want = want.saturating_mul(2),
+        }
     }
-    let body = &tail[..tail.len() - 1];
-    let line = match body.iter().rposition(|&b| b == b'\n') {
-        Some(i) => &body[i + 1..],
-        None => body,
-    };
-    let (e, h, _) = parse_line(line, 0)?;
-    Ok(Some((e, h)))
 }
 
 fn parse_line(line: &[u8], n: u64) -> Result<(Entry, String, String)> {
