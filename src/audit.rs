@@ -289,6 +289,13 @@ fn check_head_matches(vault_root: &Path, next_seq: u64, last_hash: &str) -> Resu
 /// last line is longer.
 const TAIL: u64 = 16 << 10;
 
+/// Queues the reads [`append`] makes (the head and the log's tail), so
+/// that a command which records itself at the end finds them in memory.
+pub fn prefetch(vault_root: &Path) {
+    crate::crypt::prefetch_file(&vault_root.join(HEAD), None);
+    crate::crypt::prefetch_file(&vault_root.join(LOG), Some(TAIL));
+}
+
 /// The last entry and its hash, reading only the log's tail.
 pub fn last_entry(vault_root: &Path) -> Result<Option<(Entry, String)>> {
     use std::io::{Read, Seek, SeekFrom};
