@@ -21,8 +21,12 @@ LOOKUPS=${LOOKUPS:-21}
 COLD=${COLD:-0}
 MATCHES=${MATCHES:-100000}
 cd "$(dirname "$0")/.."
-cargo build --release --quiet
-K=$PWD/target/release/kakuri
+# The release binary, wherever .cargo/config.toml's build target puts it.
+K=$(cargo build --release --quiet --message-format=json | python3 -c '
+import json, sys
+exe = [m["executable"] for m in map(json.loads, sys.stdin)
+       if m.get("executable") and m["target"]["name"] == "kakuri"]
+print(exe[-1])')
 for t in age age-keygen zstd tar /usr/bin/time; do
   command -v "$t" >/dev/null || { echo "bench: $t is required" >&2; exit 2; }
 done
