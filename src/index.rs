@@ -870,7 +870,7 @@ mod tests {
     #[test]
     fn tree_proof_ranges_are_the_blocks_proof_reads() {
         // 1,711,756 leaves: tiles of 2,048 leaves, then 836 block roots, then the root.
-        let n = 1_711_756;
+        let n: u64 = 1_711_756;
         let l1 = PAGE as u64 + (n * 32).div_ceil(PAGE as u64) * PAGE as u64;
         assert_eq!(tree_proof_ranges(n, None), vec![(l1, 836 * 32)]);
         let r = tree_proof_ranges(n, Some(5_000));
