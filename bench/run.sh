@@ -11,8 +11,11 @@
 # fit in RAM, or the order of the runs decides who gets a warm cache.
 #
 # Needs: a release build (built here), age, zstd, GNU tar, /usr/bin/time.
-# Page cache is warm for both sides (the input was just written); nothing
-# here drops caches. Prints a table: operation, kakuri, baseline, ratio, peak RSS.
+# Without COLD=1 the page cache is warm for both sides (the input was just
+# written). Prints a table: operation, kakuri, baseline, ratio, peak RSS.
+# As root it also times lookups with the page cache dropped before each
+# one (here and, for other counts, on a 10,000-record vault of the same
+# images), and /bin/true and `kakuri --version` the same way: the floor.
 set -euo pipefail
 COUNT=${1:-100000}
 SIZE=${2:-65536}
@@ -21,8 +24,12 @@ LOOKUPS=${LOOKUPS:-21}
 COLD=${COLD:-0}
 MATCHES=${MATCHES:-100000}
 cd "$(dirname "$0")/.."
-cargo build --release --quiet
-K=$PWD/target/release/kakuri
+# The release binary, wherever .cargo/config.toml's build target puts it.
+K=$(cargo build --release --quiet --message-format=json | python3 -c '
+import json, sys
+exe = [m["executable"] for m in map(json.loads, sys.stdin)
+       if m.get("executable") and m["target"]["name"] == "kakuri"]
+print(exe[-1])')
 for t in age age-keygen zstd tar /usr/bin/time; do
   command -v "$t" >/dev/null || { echo "bench: $t is required" >&2; exit 2; }
 done
@@ -54,31 +61,61 @@ run baseline-pack bash -c "tar -cf - -C input . | zstd -q -T0 -3 | age -r $RECIP
 PACK_B=$WALL; PACK_B_RSS=$RSS
 
 # --- one-record lookup (whole process, p50 of $LOOKUPS runs, distinct records)
-declare -a LT=()
-LK_RSS=0
-for i in $(seq 1 "$LOOKUPS"); do
-  n=$(( (i * 7919 * 104729) % COUNT ))
-  rid=$(printf 'rec-%08d' "$n")
-  s=$EPOCHREALTIME
-  "$K" lookup vault -i custodian.key --sign-key operator --case BENCH --reason benchmark --record-id "$rid" >/dev/null 2>.err || { cat .err >&2; exit 1; }
-  e=$EPOCHREALTIME
-  LT+=("$(echo "$e - $s" | bc -l)")
-done
-# cold: page cache dropped before each lookup (the process reads from disk)
-declare -a LC=()
-for i in $(seq 1 11); do
-  n=$(( (i * 104729 * 7) % COUNT ))
-  rid=$(printf 'rec-%08d' "$n")
-  sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
-  s=$EPOCHREALTIME
-  "$K" lookup vault -i custodian.key --sign-key operator --case BENCH --reason benchmark --record-id "$rid" >/dev/null 2>.err || { cat .err >&2; exit 1; }
-  e=$EPOCHREALTIME
-  LC+=("$(echo "$e - $s" | bc -l)")
-done
-LOOK_K_COLD=$(printf '%s\n' "${LC[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-run kakuri-lookup "$K" lookup vault -i custodian.key --sign-key operator --case BENCH --reason benchmark --record-id "$rid"
+CAN_DROP=0
+if sync && echo 3 > /proc/sys/vm/drop_caches 2>/dev/null; then CAN_DROP=1; fi
+p50() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+ms() { printf '%.1f' "$(echo "$1*1000" | bc -l)"; }
+# lookups VAULT RECORDS N cold|warm: p50 wall seconds of N lookup processes
+# of distinct records; "cold" drops the page cache before each one, so the
+# process reads its binary, libraries, keys and vault files from disk.
+lookups() {
+  local vault=$1 count=$2 n=$3 mode=$4 i rid s e
+  local -a t=()
+  for i in $(seq 1 "$n"); do
+    if [ "$mode" = cold ]; then
+      rid=$(printf 'rec-%08d' $(( (i * 104729 * 7) % count )))
+      sync; echo 3 > /proc/sys/vm/drop_caches
+    else
+      rid=$(printf 'rec-%08d' $(( (i * 7919 * 104729) % count )))
+    fi
+    s=$EPOCHREALTIME
+    "$K" lookup "$vault" -i custodian.key --sign-key operator --case BENCH --reason benchmark --record-id "$rid" >/dev/null 2>.err || { cat .err >&2; exit 1; }
+    e=$EPOCHREALTIME
+    t+=("$(echo "$e - $s" | bc -l)")
+  done
+  printf '%s\n' "${t[@]}" | p50
+}
+# cold: what a process costs before it does anything (the floor of the cold figure)
+cold_exec() {
+  local i s e
+  local -a t=()
+  for i in $(seq 1 11); do
+    sync; echo 3 > /proc/sys/vm/drop_caches
+    s=$EPOCHREALTIME; "$@" >/dev/null; e=$EPOCHREALTIME
+    t+=("$(echo "$e - $s" | bc -l)")
+  done
+  printf '%s\n' "${t[@]}" | p50
+}
+LOOK_K=$(lookups vault "$COUNT" "$LOOKUPS" warm)
+if [ "$CAN_DROP" = 1 ]; then
+  LOOK_K_COLD=$(ms "$(lookups vault "$COUNT" 11 cold)")
+  TRUE_COLD=$(ms "$(cold_exec /bin/true)")
+  VERSION_COLD=$(ms "$(cold_exec "$K" --version)")
+  # The same lookups on a 10,000-record vault of the same images: the
+  # cold figure should not grow with the vault.
+  if [ "$COUNT" != 10000 ]; then
+    "$K" synth --count 10000 --image-size "$SIZE" --seed 7 --out input10k >/dev/null
+    "$K" pack input10k --recipients recipients.txt --sign-key operator --retain-until "$RETAIN" --out vault10k >/dev/null
+    SMALL_COLD=$(ms "$(lookups vault10k 10000 11 cold)")
+    SMALL_WARM=$(ms "$(lookups vault10k 10000 "$LOOKUPS" warm)")
+    rm -rf input10k vault10k
+  fi
+else
+  echo "bench: cannot drop the page cache (not root): no cold lookup figures" >&2
+  LOOK_K_COLD=n/a; TRUE_COLD=n/a; VERSION_COLD=n/a
+fi
+run kakuri-lookup "$K" lookup vault -i custodian.key --sign-key operator --case BENCH --reason benchmark --record-id rec-00000000
 LK_RSS=$RSS
-LOOK_K=$(printf '%s\n' "${LT[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
 # baseline: the pipeline has no index; finding one record means a full scan
 TARGET=$(python3 -c "import json,sys
 for l in open('input/records.jsonl'):
@@ -123,9 +160,13 @@ kakuri benchmark: $COUNT records, $BYTES input bytes (~$SIZE B/image), $(nproc) 
 |---|---|---|---|---|---|
 | pack | ${PACK_K} s ($(mb "$PACK_K") MB/s) | ${PACK_B} s ($(mb "$PACK_B") MB/s) | $(ratio "$PACK_B" "$PACK_K")x | $((PACK_K_RSS/1024)) MiB | $((PACK_B_RSS/1024)) MiB |
 | one-record lookup (p50 of $LOOKUPS, whole process, warm cache) | $(printf '%.1f' "$(echo "$LOOK_K*1000" | bc -l)") ms | ${LOOK_B} s (full scan) | $(ratio "$LOOK_B" "$LOOK_K")x | $((LK_RSS/1024)) MiB | $((LOOK_B_RSS/1024)) MiB |
-| one-record lookup (p50 of 11, whole process, page cache dropped) | $(printf '%.1f' "$(echo "$LOOK_K_COLD*1000" | bc -l)") ms | | | | |
+| one-record lookup (p50 of 11, whole process, page cache dropped) | ${LOOK_K_COLD} ms | | | | |
 | match: $MATCHES document numbers ($MATCH_HITS hits) | ${MATCH_K} s | (no index: a full scan per batch) | | $((MATCH_K_RSS/1024)) MiB | |
 | deep verify / decrypt+decompress all shards | ${VER_K} s ($(mb "$VER_K") MB/s) | ${VER_B} s ($(mb "$VER_B") MB/s) | $(ratio "$VER_B" "$VER_K")x | $((VER_K_RSS/1024)) MiB | $((VER_B_RSS/1024)) MiB |
 
 vault size: $VAULT_BYTES bytes ($(ratio "$VAULT_BYTES" "$BYTES")x input); baseline archive: $(stat -c %s baseline.tar.zst.age) bytes
+page cache dropped, p50 of 11 processes: /bin/true ${TRUE_COLD} ms, kakuri --version ${VERSION_COLD} ms ($(stat -c %s "$K") bytes)
 T
+if [ -n "${SMALL_COLD:-}" ]; then
+  echo "10,000-record vault, same images: lookup p50 ${SMALL_COLD} ms page cache dropped, ${SMALL_WARM} ms warm; at $COUNT records ${LOOK_K_COLD} ms dropped ($(ratio "$LOOK_K_COLD" "$SMALL_COLD")x)"
+fi

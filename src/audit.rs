@@ -160,7 +160,6 @@ pub fn append(vault_root: &Path, vault_id: &str, key: &PrivateKey, ev: Event<'_>
     );
     line.push(b'\n');
     f.write_all(&line)
-        .and_then(|_| f.sync_all())
         .map_err(|e| Error::io(&lp, "cannot append to audit log", e))?;
     let head = Head {
         vault_id: vault_id.into(),
@@ -170,9 +169,92 @@ pub fn append(vault_root: &Path, vault_id: &str, key: &PrivateKey, ev: Event<'_>
     };
     let hb = serde_json::to_vec_pretty(&head).expect("head serializes");
     let hs = manifest::sign_ns(&hb, key, NAMESPACE)?;
-    vault::replace_atomic(&vault_root.join(HEAD_SIG), hs.as_bytes(), 0o644)?;
-    vault::replace_atomic(&vault_root.join(HEAD), &hb, 0o644)?;
+    // Four syncs instead of five (one directory sync, not one per head
+    // file), and no new kind of crash state:
+    // 1. the entry and both new head files are written (the head files
+    //    under temporary names) and each is synced: nothing names the
+    //    entry yet, so a crash here leaves the log one entry ahead of its
+    //    head, which `audit verify` names, as a crash right after the
+    //    append always did;
+    // 2. the two renames come only after those syncs, so whichever head
+    //    file survives a crash is whole and never names an entry that is
+    //    not on disk;
+    // 3. one directory sync makes both renames durable. A crash before it
+    //    leaves each head file old or new: both old is case 1, both new is
+    //    done, and a mixed pair is a head whose signature does not verify,
+    //    which `audit verify` names (a crash between the two renames of
+    //    the previous code left the same kind of pair).
+    let sig = Staged::write(&vault_root.join(HEAD_SIG), hs.as_bytes())?;
+    let hd = Staged::write(&vault_root.join(HEAD), &hb)?;
+    f.sync_all()
+        .map_err(|e| Error::io(&lp, "cannot append to audit log", e))?;
+    sig.sync()?;
+    hd.sync()?;
+    sig.rename()?;
+    hd.rename()?;
+    vault::fsync_dir(&dir)?;
     Ok(entry)
+}
+
+/// A head file written under the temporary name the atomic writes use
+/// (`.NAME.tmp`, which `audit verify` allows as a leftover); removed again
+/// unless it was renamed into place.
+struct Staged {
+    tmp: std::path::PathBuf,
+    dest: std::path::PathBuf,
+    file: fs::File,
+    renamed: bool,
+}
+
+impl Staged {
+    fn write(dest: &Path, bytes: &[u8]) -> Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let name = dest
+            .file_name()
+            .ok_or_else(|| Error::internal("head file without a name"))?
+            .to_string_lossy()
+            .into_owned();
+        let tmp = dest.with_file_name(format!(".{name}.tmp"));
+        let _ = fs::remove_file(&tmp);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&tmp)
+            .map_err(|e| Error::io(&tmp, "cannot create", e))?;
+        let mut staged = Staged {
+            tmp,
+            dest: dest.to_path_buf(),
+            file,
+            renamed: false,
+        };
+        staged
+            .file
+            .write_all(bytes)
+            .map_err(|e| Error::io(dest, "cannot write", e))?;
+        Ok(staged)
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.file
+            .sync_all()
+            .map_err(|e| Error::io(&self.tmp, "cannot sync", e))
+    }
+
+    fn rename(mut self) -> Result<()> {
+        fs::rename(&self.tmp, &self.dest)
+            .map_err(|e| Error::io(&self.dest, "cannot move into place", e))?;
+        self.renamed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.renamed {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 fn check_head_matches(vault_root: &Path, next_seq: u64, last_hash: &str) -> Result<()> {
@@ -202,6 +284,18 @@ fn check_head_matches(vault_root: &Path, next_seq: u64, last_hash: &str) -> Resu
     }
 }
 
+/// Bytes of the log's tail read first when looking for its last entry (an
+/// entry is about 1 KiB); [`last_entry`] reads further back only if the
+/// last line is longer.
+const TAIL: u64 = 16 << 10;
+
+/// Queues the reads [`append`] makes (the head and the log's tail), so
+/// that a command which records itself at the end finds them in memory.
+pub fn prefetch(vault_root: &Path) {
+    crate::crypt::prefetch_file(&vault_root.join(HEAD), None);
+    crate::crypt::prefetch_file(&vault_root.join(LOG), Some(TAIL));
+}
+
 /// The last entry and its hash, reading only the log's tail.
 pub fn last_entry(vault_root: &Path) -> Result<Option<(Entry, String)>> {
     use std::io::{Read, Seek, SeekFrom};
@@ -218,24 +312,35 @@ pub fn last_entry(vault_root: &Path) -> Result<Option<(Entry, String)>> {
     if len == 0 {
         return Ok(None);
     }
-    let start = len.saturating_sub(1 << 20);
-    f.seek(SeekFrom::Start(start))
-        .map_err(|e| Error::io(&lp, "cannot read", e))?;
+    // Read back from the end, doubling the window, until the window holds
+    // the whole last line (a newline before it, or the start of the log).
+    let mut want = TAIL;
     let mut tail = Vec::new();
-    f.read_to_end(&mut tail)
-        .map_err(|e| Error::io(&lp, "cannot read", e))?;
-    if tail.last() != Some(&b'\n') {
-        return Err(Error::integrity(format!(
-            "{LOG}: last line is incomplete (interrupted write or truncation)"
-        )));
+    loop {
+        let start = len.saturating_sub(want);
+        f.seek(SeekFrom::Start(start))
+            .map_err(|e| Error::io(&lp, "cannot read", e))?;
+        tail.resize((len - start) as usize, 0);
+        f.read_exact(&mut tail)
+            .map_err(|e| Error::io(&lp, "cannot read", e))?;
+        if tail.last() != Some(&b'\n') {
+            return Err(Error::integrity(format!(
+                "{LOG}: last line is incomplete (interrupted write or truncation)"
+            )));
+        }
+        let body = &tail[..tail.len() - 1];
+        match body.iter().rposition(|&b| b == b'\n') {
+            Some(i) => {
+                let (e, h, _) = parse_line(&body[i + 1..], 0)?;
+                return Ok(Some((e, h)));
+            }
+            None if start == 0 => {
+                let (e, h, _) = parse_line(body, 0)?;
+                return Ok(Some((e, h)));
+            }
+            None => want = want.saturating_mul(2),
+        }
     }
-    let body = &tail[..tail.len() - 1];
-    let line = match body.iter().rposition(|&b| b == b'\n') {
-        Some(i) => &body[i + 1..],
-        None => body,
-    };
-    let (e, h, _) = parse_line(line, 0)?;
-    Ok(Some((e, h)))
 }
 
 fn parse_line(line: &[u8], n: u64) -> Result<(Entry, String, String)> {

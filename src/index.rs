@@ -517,6 +517,13 @@ impl RecordsReader {
         }
         Ok(RecordsReader { r, count })
     }
+    /// Plaintext offset of record `ordinal`'s slot.
+    pub fn slot_offset(ordinal: u64) -> u64 {
+        // Ordinals are below the manifest's record count, which
+        // Manifest::parse bounds; saturate anyway rather than wrap.
+        (PAGE as u64).saturating_add(ordinal.saturating_mul(RECORD_SLOT as u64))
+    }
+
     pub fn get(&mut self, ordinal: u64) -> Result<RecordLoc> {
         if ordinal >= self.count {
             return Err(Error::integrity(format!(
@@ -527,7 +534,7 @@ impl RecordsReader {
         read_at(
             &mut self.r,
             RECORDS_NAME,
-            (PAGE as u64).saturating_add(ordinal.saturating_mul(RECORD_SLOT as u64)),
+            Self::slot_offset(ordinal),
             &mut b,
         )?;
         Ok(RecordLoc::decode(&b))
@@ -670,6 +677,28 @@ impl<W: Write> TreeWriter<W> {
         }
         Ok((self.w, root))
     }
+}
+
+/// Plaintext ranges (offset, length) of tree.age that the audit path of
+/// leaf `ordinal` is read from (one tile block per level below the root),
+/// for a tree of `size` leaves. With `ordinal` None: only the blocks every
+/// audit path reads (the levels that fit in one block).
+pub fn tree_proof_ranges(size: u64, ordinal: Option<u64>) -> Vec<(u64, u64)> {
+    let levels = merkle::tile_levels(size, TILE as u64);
+    let offsets = tree_level_offsets(&levels);
+    let top = levels.len().saturating_sub(1).max(1).min(levels.len());
+    let mut idx = ordinal.unwrap_or(0);
+    let mut out = Vec::new();
+    for level in 0..top {
+        let block = idx / TILE as u64;
+        let start = block * TILE as u64;
+        let end = (start + TILE as u64).min(levels[level]);
+        if ordinal.is_some() || levels[level] <= TILE as u64 {
+            out.push((offsets[level] + start * 32, (end - start) * 32));
+        }
+        idx = block;
+    }
+    out
 }
 
 pub struct TreeReader {
@@ -846,6 +875,28 @@ mod tests {
             0,
             "runs removed"
         );
+    }
+
+    #[test]
+    fn tree_proof_ranges_are_the_blocks_proof_reads() {
+        // 1,711,756 leaves: tiles of 2,048 leaves, then 836 block roots, then the root.
+        let n: u64 = 1_711_756;
+        let l1 = PAGE as u64 + (n * 32).div_ceil(PAGE as u64) * PAGE as u64;
+        assert_eq!(tree_proof_ranges(n, None), vec![(l1, 836 * 32)]);
+        let r = tree_proof_ranges(n, Some(5_000));
+        assert_eq!(
+            r,
+            vec![(PAGE as u64 + 2 * PAGE as u64, PAGE as u64), (l1, 836 * 32)]
+        );
+        // The last, partial tile.
+        let r = tree_proof_ranges(n, Some(n - 1));
+        assert_eq!(
+            r[0],
+            (PAGE as u64 + 835 * PAGE as u64, (n - 835 * 2048) * 32)
+        );
+        // One tile: the proof reads it whole; one leaf: nothing above it.
+        assert_eq!(tree_proof_ranges(10, None), vec![(PAGE as u64, 320)]);
+        assert_eq!(tree_proof_ranges(1, Some(0)), vec![(PAGE as u64, 32)]);
     }
 
     #[test]

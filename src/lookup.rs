@@ -13,9 +13,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::crypt::{open_encrypted, SeekableReader, VaultKey};
+use crate::crypt::{open_encrypted, Hinted, SeekableReader, VaultKey};
 use crate::error::{Error, Result};
-use crate::index::{IdsReader, KeysReader, RecordsReader, TreeReader, KEY_LEN};
+use crate::index::{
+    tree_proof_ranges, IdsReader, KeysReader, RecordsReader, TreeReader, KEY_LEN, RECORD_SLOT,
+};
 use crate::manifest::{self, Loaded};
 use crate::merkle::{self, Hash};
 use crate::record::{self, Field};
@@ -35,9 +37,36 @@ impl Opened {
         identity_files: &[PathBuf],
         trusted: Option<&ssh_key::PublicKey>,
     ) -> Result<Self> {
+        Self::open_with(path, identity_files, trusted, |_, _| ())
+    }
+
+    /// Like [`Opened::open`], for a one-off lookup: as soon as the signed
+    /// manifest is read, and before the vault key is unwrapped, the index
+    /// files are opened and the chunks every lookup reads (headers, the
+    /// top of the blind index and of the Merkle tree) are queued for
+    /// reading together with the custody wrap (see [`Prefetched`]).
+    pub fn open_for_lookup(
+        path: &Path,
+        identity_files: &[PathBuf],
+        trusted: Option<&ssh_key::PublicKey>,
+    ) -> Result<(Self, Prefetched)> {
+        let mut pre = None;
+        let o = Self::open_with(path, identity_files, trusted, |dir, loaded| {
+            pre = Some(Prefetched::start(dir, loaded));
+        })?;
+        Ok((o, pre.expect("set before the key is unwrapped")))
+    }
+
+    fn open_with(
+        path: &Path,
+        identity_files: &[PathBuf],
+        trusted: Option<&ssh_key::PublicKey>,
+        before_unwrap: impl FnOnce(&VaultDir, &Loaded),
+    ) -> Result<Self> {
         let dir = VaultDir::open(path)?;
         crate::destroy::refuse_if_destroyed(&dir.root)?;
         let loaded = manifest::load(&dir, trusted)?;
+        before_unwrap(&dir, &loaded);
         let ids = crate::keys::load_identities(identity_files)?;
         let m = &loaded.manifest;
         let key = crate::custody::unwrap(&dir.root, &m.custody, &m.vault_id, &ids)?;
@@ -126,6 +155,52 @@ impl Verified {
     }
 }
 
+/// Index files opened for a one-off lookup, with the reads every lookup
+/// makes already queued (see [`Hinted`]). A file that cannot be opened is
+/// reported where [`Lookup::new`] would report it, after the key is
+/// unwrapped.
+pub struct Prefetched {
+    keys: Result<Hinted>,
+    records: Result<Hinted>,
+    tree: Result<Hinted>,
+}
+
+impl Prefetched {
+    fn start(dir: &VaultDir, loaded: &Loaded) -> Self {
+        let m = &loaded.manifest;
+        // The wrapped vault key (or the shares) are read next.
+        for w in &m.custody.wraps {
+            crate::crypt::prefetch_file(&dir.path(w), None);
+        }
+        let open = |rel: &str| Hinted::open(&dir.path(rel), rel);
+        let (keys, records, tree) = (
+            open(vault::KEYS_FILE),
+            open(vault::RECORDS_FILE),
+            open(vault::TREE_FILE),
+        );
+        if let Ok(k) = &keys {
+            // The top page of the blind index is its last page.
+            k.willneed_head();
+            k.willneed_last();
+        }
+        if let Ok(r) = &records {
+            r.willneed_head();
+        }
+        if let Ok(t) = &tree {
+            t.willneed_head();
+            t.willneed_last();
+            for (o, l) in tree_proof_ranges(m.records, None) {
+                t.willneed_plain(o, l);
+            }
+        }
+        Prefetched {
+            keys,
+            records,
+            tree,
+        }
+    }
+}
+
 /// Shard readers a [`Lookup`] keeps open at once.
 const OPEN_SHARDS: usize = 4;
 
@@ -138,6 +213,15 @@ pub struct Lookup<'a> {
     shards: HashMap<u32, SeekableReader>,
     ids: Option<IdsReader>,
     root: Hash,
+    /// Set for a one-off lookup: the files whose next reads are queued
+    /// as soon as their places are known.
+    hints: Option<Hints>,
+}
+
+struct Hints {
+    records: Hinted,
+    tree: Hinted,
+    shards: HashMap<u32, Hinted>,
 }
 
 impl<'a> Lookup<'a> {
@@ -151,7 +235,63 @@ impl<'a> Lookup<'a> {
             ids: None,
             root: m.root()?,
             opened,
+            hints: None,
         })
+    }
+
+    /// A lookup over index files opened by [`Opened::open_for_lookup`]:
+    /// each record's slot, tree blocks and shard chunks are queued for
+    /// reading together as soon as the blind index names the record.
+    pub fn prefetched(opened: &'a Opened, p: Prefetched) -> Result<Self> {
+        let m = &opened.loaded.manifest;
+        let key = &opened.key;
+        let (keys, records, tree) = (p.keys?, p.records?, p.tree?);
+        Ok(Lookup {
+            keys: KeysReader::open(keys.reader(key)?, m.index.entries)?,
+            records: RecordsReader::open(records.reader(key)?, m.records)?,
+            tree: TreeReader::open(tree.reader(key)?, m.records)?,
+            shards: HashMap::new(),
+            ids: None,
+            root: m.root()?,
+            opened,
+            hints: Some(Hints {
+                records,
+                tree,
+                shards: HashMap::new(),
+            }),
+        })
+    }
+
+    /// Queues the reads of records `ords`: their slots and tree blocks,
+    /// then (once the slots are read) their shards' first and frame chunks.
+    fn prefetch(&mut self, ords: &[u64]) -> Result<()> {
+        let Some(h) = &mut self.hints else {
+            return Ok(());
+        };
+        let m = &self.opened.loaded.manifest;
+        for &o in ords.iter().filter(|&&o| o < m.records) {
+            h.records
+                .willneed_plain(RecordsReader::slot_offset(o), RECORD_SLOT as u64);
+            for (off, len) in tree_proof_ranges(m.records, Some(o)) {
+                h.tree.willneed_plain(off, len);
+            }
+        }
+        for &o in ords {
+            let loc = self.records.get(o)?;
+            let Some(sh) = m.shards.get(loc.shard as usize) else {
+                continue; // fetch names the problem
+            };
+            if !h.shards.contains_key(&loc.shard) {
+                if h.shards.len() >= OPEN_SHARDS {
+                    h.shards.clear();
+                }
+                let f = Hinted::open(&self.opened.dir.path(&sh.file), &sh.file)?;
+                f.willneed_head();
+                h.shards.insert(loc.shard, f);
+            }
+            h.shards[&loc.shard].willneed_plain(loc.frame_offset, loc.frame_len as u64);
+        }
+        Ok(())
     }
 
     /// Candidate ordinals from the blind index (may include collisions;
@@ -171,7 +311,9 @@ impl<'a> Lookup<'a> {
     /// Verified records matching `q`.
     pub fn find(&mut self, q: &Query) -> Result<Vec<Verified>> {
         let mut out = Vec::new();
-        for ord in self.candidates(q)? {
+        let ords = self.candidates(q)?;
+        self.prefetch(&ords)?;
+        for ord in ords {
             let v = self.fetch(ord)?;
             if matches(&v, q)? {
                 out.push(v);
@@ -254,7 +396,10 @@ impl<'a> Lookup<'a> {
             if self.shards.len() >= OPEN_SHARDS {
                 self.shards.clear();
             }
-            let r = self.opened.open_file(&name)?;
+            let r = match self.hints.as_ref().and_then(|h| h.shards.get(&loc.shard)) {
+                Some(f) => f.reader(&self.opened.key)?,
+                None => self.opened.open_file(&name)?,
+            };
             self.shards.insert(loc.shard, r);
         }
         let r = self.shards.get_mut(&loc.shard).expect("just inserted");

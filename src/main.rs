@@ -6,7 +6,7 @@ use std::process::ExitCode as ProcessExit;
 
 use clap::{Args, Parser, Subcommand};
 use kakuri::error::{Error, ExitCode, Result};
-use kakuri::lookup::{Lookup, Opened, Query};
+use kakuri::lookup::{Lookup, Opened, Prefetched, Query};
 
 #[derive(Parser)]
 #[command(
@@ -368,6 +368,24 @@ impl Access {
             return Err(Error::usage("--case and --reason must not be empty"));
         }
         Opened::open(vault, &self.identities, self.trust.key()?.as_ref())
+    }
+
+    /// [`Access::open`] for one lookup: first queues the reads of the
+    /// small files it needs (keys, manifest, audit head and tail) so the
+    /// disk serves them together, then opens the vault with its index
+    /// reads queued as well.
+    fn open_for_lookup(&self, vault: &std::path::Path) -> Result<(Opened, Prefetched)> {
+        if self.case.trim().is_empty() || self.reason.trim().is_empty() {
+            return Err(Error::usage("--case and --reason must not be empty"));
+        }
+        for p in self.identities.iter().chain([&self.sign_key]) {
+            kakuri::crypt::prefetch_file(p, None);
+        }
+        for f in [kakuri::vault::MANIFEST, kakuri::vault::MANIFEST_SIG] {
+            kakuri::crypt::prefetch_file(&vault.join(f), None);
+        }
+        kakuri::audit::prefetch(vault);
+        Opened::open_for_lookup(vault, &self.identities, self.trust.key()?.as_ref())
     }
 }
 
@@ -808,9 +826,9 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
             if qs.is_empty() {
                 return Err(Error::usage("lookup needs at least one of --member-id, --document-number, --record-id, --image"));
             }
-            let o = access.open(&vault)?;
+            let (o, pre) = access.open_for_lookup(&vault)?;
             warn_retention(o.loaded.manifest.days_left().unwrap_or(0));
-            let mut lk = Lookup::new(&o)?;
+            let mut lk = Lookup::prefetched(&o, pre)?;
             let mut results = Vec::new();
             let mut found = 0usize;
             let mut counts = Vec::new();
