@@ -1314,7 +1314,14 @@ fn main() -> ProcessExit {
     match run(cli, &matches) {
         Ok(c) => ProcessExit::from(c as u8),
         Err(e) => {
-            eprintln!("kakuri: error: {}", e.msg);
+            // A chunk that fails authentication is damage on disk: say
+            // what finds and fixes it, on the same line.
+            let hint = if e.kind == ExitCode::Integrity && e.msg.ends_with("decryption error") {
+                "; `kakuri verify VAULT` locates the damage, `kakuri verify VAULT --repair` rebuilds it from parity"
+            } else {
+                ""
+            };
+            eprintln!("kakuri: error: {}{hint}", e.msg);
             ProcessExit::from(e.kind as u8)
         }
     }

@@ -487,6 +487,12 @@ fn export_recovers_every_record_of_a_damaged_shard_outside_its_damaged_chunk() {
         if lost.contains(&ord) {
             assert_eq!(o.status.code(), Some(4), "record {ord}: {}", show(&o));
             assert!(stderr(&o).contains(&shard(1)), "{}", show(&o));
+            assert!(
+                stderr(&o).contains("`kakuri verify VAULT --repair`"),
+                "{}",
+                show(&o)
+            );
+            assert_eq!(stderr(&o).lines().count(), 1, "{}", show(&o));
             assert!(!out.exists() || fs::read_dir(&out).unwrap().next().is_none());
         } else {
             assert_eq!(o.status.code(), Some(0), "record {ord}: {}", show(&o));
