@@ -61,10 +61,11 @@ enum Cmd {
         /// Worker threads (default: all cores).
         #[arg(long)]
         jobs: Option<usize>,
-        /// zstd level for record frames. The default (-1, fast, no entropy
-        /// coding of literals) suits ID images, which are JPEGs already;
-        /// raise it for uncompressed scans (BMP, TIFF).
-        #[arg(long, default_value_t = -1, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-7..=19))]
+        /// zstd level for record frames. The default (-7, zstd's fastest
+        /// here: little match search, no entropy coding of literals) suits
+        /// ID images, which are JPEGs already and do not compress; raise it
+        /// for uncompressed scans (BMP, TIFF).
+        #[arg(long, default_value_t = -7, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-7..=19))]
         zstd_level: i32,
         /// Close a shard after this many image bytes (shards are packed and verified in parallel).
         #[arg(long, default_value_t = 256 << 20)]

@@ -70,7 +70,7 @@ impl PackOptions {
             jobs: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),
-            zstd_level: -1,
+            zstd_level: -7,
             shard_bytes: 256 << 20,
             shard_records: 8192,
             max_record_bytes: 1 << 30,
