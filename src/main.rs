@@ -95,7 +95,7 @@ enum Cmd {
         )]
         identities: Vec<PathBuf>,
         /// Blind-index entries sorted in memory before a run is spilled (encrypted) to disk.
-        #[arg(long, default_value_t = 1 << 19, hide = true)]
+        #[arg(long, default_value_t = 1 << 18, hide = true)]
         sort_run_entries: usize,
     },
     /// Show what a vault holds, its retention date and signature (no key needed).

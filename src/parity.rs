@@ -240,7 +240,7 @@ impl ParityBuilder {
             size: 0,
             data_hashes: Vec::new(),
             rec_hashes: Vec::new(),
-            out: HashingWriter::new(BufWriter::with_capacity(1 << 20, file)),
+            out: HashingWriter::new(BufWriter::with_capacity(128 << 10, file)),
             rel,
         })
     }
