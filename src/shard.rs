@@ -315,6 +315,18 @@ mod tests {
     }
 
     #[test]
+    fn legacy_format_frames_are_refused() {
+        // A valid zstd v0.7 frame of "hello" (one raw block, then the end
+        // block): `zstd -d` from Debian, built with legacy support, prints
+        // "hello". kakuri's zstd has no legacy decoders and must refuse it.
+        let frame = b"\x27\xb5\x2f\xfd\x20\x05\x40\x00\x05hello\xc0\x00\x00";
+        let e = decompress_frame(frame, 5, "t").unwrap_err();
+        assert!(e.to_string().contains("does not decompress"), "{e}");
+        let e = decompress_frame(frame, 20 << 20, "t").unwrap_err();
+        assert!(e.to_string().contains("does not decompress"), "{e}");
+    }
+
+    #[test]
     fn decompression_is_bounded() {
         let big = vec![0u8; 1 << 20];
         let frame = zstd::bulk::compress(&big, 3).unwrap();
