@@ -9,6 +9,8 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -75,10 +77,14 @@ enum SourceInner {
         walk: walkdir::IntoIter,
     },
     Csv {
-        rdr: csv::Reader<std::fs::File>,
+        rdr: csv::Reader<RecordBudget<std::fs::File>>,
         col: usize,
         field: Field,
         name: String,
+        /// Bytes the parser has pulled since the last whole record.
+        used: Arc<AtomicU64>,
+        /// Line of the last whole record (the header is line 1).
+        line: u64,
     },
     Jsonl {
         lines: std::io::BufReader<std::fs::File>,
@@ -126,9 +132,23 @@ impl SourceReader {
                         name,
                     }
                 } else {
-                    let mut rdr = csv::ReaderBuilder::new().flexible(true).from_reader(f);
+                    let used = Arc::new(AtomicU64::new(0));
+                    let mut rdr = csv::ReaderBuilder::new()
+                        .flexible(true)
+                        .buffer_capacity(CSV_BUFFER)
+                        .from_reader(RecordBudget {
+                            inner: f,
+                            used: used.clone(),
+                        });
                     let headers = rdr.headers().map_err(|e| {
-                        Error::input(format!("{name}: cannot read the CSV header ({e})"))
+                        if over_budget(&used) {
+                            Error::input(format!(
+                                "{name}: the CSV header is longer than {} bytes",
+                                crate::input::MAX_LINE
+                            ))
+                        } else {
+                            Error::input(format!("{name}: cannot read the CSV header ({e})"))
+                        }
                     })?;
                     let col = headers
                         .iter()
@@ -138,11 +158,14 @@ impl SourceReader {
                                 "{name}: no column named {column:?} in the header"
                             ))
                         })?;
+                    used.store(0, Ordering::Relaxed);
                     SourceInner::Csv {
                         rdr,
                         col,
                         field: *field,
                         name,
+                        used,
+                        line: 1,
                     }
                 }
             }
@@ -181,15 +204,26 @@ impl SourceReader {
                     col,
                     field,
                     name,
+                    used,
+                    line: last,
                 } => {
                     let mut rec = csv::StringRecord::new();
-                    let more = rdr
-                        .read_record(&mut rec)
-                        .map_err(|e| Error::input(format!("{name}: {}", csv_error(&e))))?;
+                    let more = rdr.read_record(&mut rec).map_err(|e| {
+                        if over_budget(used) {
+                            Error::input(format!(
+                                "{name}: the CSV record after line {last} is longer than {} bytes",
+                                crate::input::MAX_LINE
+                            ))
+                        } else {
+                            Error::input(format!("{name}: {}", csv_error(&e)))
+                        }
+                    })?;
                     if !more {
                         return Ok(None);
                     }
+                    used.store(0, Ordering::Relaxed);
                     let line = rec.position().map(|p| p.line()).unwrap_or(0);
+                    *last = line.max(*last);
                     self.n += 1;
                     let v = rec.get(*col).unwrap_or("").trim().to_string();
                     if v.is_empty() {
@@ -250,6 +284,34 @@ impl SourceReader {
                 }
             }
         }
+    }
+}
+
+/// The CSV parser's read buffer.
+const CSV_BUFFER: usize = 64 << 10;
+
+/// What the CSV parser reads through: once it has pulled more than one
+/// record may hold ([`crate::input::MAX_LINE`], plus what its buffer can
+/// hold of the next records) since the last whole record, reads fail. The
+/// parser keeps a whole record in memory, and a quoted field may span any
+/// number of lines, so this and not a line limit bounds its memory.
+struct RecordBudget<R> {
+    inner: R,
+    used: Arc<AtomicU64>,
+}
+
+fn over_budget(used: &AtomicU64) -> bool {
+    used.load(Ordering::Relaxed) > crate::input::MAX_LINE + CSV_BUFFER as u64
+}
+
+impl<R: std::io::Read> std::io::Read for RecordBudget<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if over_budget(&self.used) {
+            return Err(std::io::Error::other("CSV record too long"));
+        }
+        let n = self.inner.read(buf)?;
+        self.used.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
     }
 }
 

@@ -548,3 +548,80 @@ fn a_match_table_line_longer_than_the_limit_is_refused_by_line_number() {
     assert!(e.contains("line 2: longer than"), "{}", show(&o));
     assert_eq!(e.lines().count(), 1, "{}", show(&o));
 }
+
+#[test]
+fn a_match_table_csv_record_longer_than_the_limit_is_refused_without_holding_it() {
+    let f = Fixture::packed(20, 256, 61, &[]);
+    let match_table = |body: &[u8]| {
+        let t = f.root.join("list.csv");
+        std::fs::write(&t, body).unwrap();
+        let o = run_code(
+            kakuri()
+                .arg("match")
+                .arg(&f.vault)
+                .args(f.access(&f.keys.identity))
+                .arg("--table")
+                .arg(&t)
+                .arg("--column")
+                .arg("n")
+                .arg("--field")
+                .arg("document_number"),
+            3,
+        );
+        let e = stderr(&o).to_string();
+        assert_eq!(e.lines().count(), 1, "{}", show(&o));
+        e
+    };
+    // One field of 2 MiB on one line.
+    let mut body = b"n,other\nA1,x\n".to_vec();
+    body.extend(std::iter::repeat_n(b'7', 2 << 20));
+    body.extend_from_slice(b",y\n");
+    let e = match_table(&body);
+    assert!(
+        e.contains("after line 2 is longer than 1048576 bytes"),
+        "{e}"
+    );
+    // A quoted field spanning many short lines: a line limit would not see it.
+    let mut body = b"n,other\nA1,x\nA2,x\n\"".to_vec();
+    for _ in 0..(3 << 20) / 8 {
+        body.extend_from_slice(b"1234567\n");
+    }
+    body.extend_from_slice(b"\",y\n");
+    let e = match_table(&body);
+    assert!(
+        e.contains("after line 3 is longer than 1048576 bytes"),
+        "{e}"
+    );
+    // A header longer than the limit.
+    let mut body = vec![b'h'; 2 << 20];
+    body.extend_from_slice(b",n\nA1,x\n");
+    let e = match_table(&body);
+    assert!(e.contains("the CSV header is longer than"), "{e}");
+}
+
+#[test]
+fn a_match_table_csv_record_just_under_the_limit_is_read() {
+    let f = Fixture::packed(20, 256, 61, &[]);
+    let t = f.root.join("list.csv");
+    // A long (ignored) column next to the queried one: 1 MiB less a little.
+    let mut body = b"n,other\n".to_vec();
+    body.extend_from_slice(b"ZZ0,");
+    body.extend(std::iter::repeat_n(b'7', (1 << 20) - 64));
+    body.extend_from_slice(b"\nZZ1,x\n");
+    std::fs::write(&t, &body).unwrap();
+    let o = kakuri()
+        .arg("match")
+        .arg(&f.vault)
+        .args(f.access(&f.keys.identity))
+        .arg("--table")
+        .arg(&t)
+        .arg("--column")
+        .arg("n")
+        .arg("--field")
+        .arg("document_number")
+        .output()
+        .unwrap();
+    // Exit 1: read to the end, and nothing in the table is in the vault.
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(stderr(&o).contains("2 queries: 0 matched"), "{}", show(&o));
+}
