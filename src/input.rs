@@ -20,6 +20,88 @@ pub const RECORDS_JSONL: &str = "records.jsonl";
 /// Longest accepted records.jsonl line.
 pub const MAX_LINE: u64 = 1 << 20;
 
+/// The input directory, held open so that image files are opened beneath
+/// it: with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` (Linux 5.6+),
+/// no path component can be a symbolic link or lead out of it, even one
+/// swapped in after [`InputReader`] checked the path. Where the kernel
+/// lacks `openat2` (or a sandbox forbids it) the path is opened as before
+/// with `O_NOFOLLOW`, which guards only its last component.
+pub struct InputDir {
+    dir: fs::File,
+    path: PathBuf,
+}
+
+/// `openat2` is tried until the kernel says it does not have it.
+static OPENAT2: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+impl InputDir {
+    pub fn open(path: &Path) -> std::io::Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(path)?;
+        Ok(InputDir {
+            dir,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Opens an image for reading: never through a symlink, never outside
+    /// the input directory, never blocking (a FIFO opens but the caller
+    /// refuses anything that is not a regular file).
+    pub fn open_image(&self, rel: &str) -> std::io::Result<fs::File> {
+        use std::sync::atomic::Ordering;
+        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+        if OPENAT2.load(Ordering::Relaxed) {
+            match self.openat2(rel, flags) {
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
+                    OPENAT2.store(false, Ordering::Relaxed);
+                }
+                r => return r,
+            }
+        }
+        use std::os::unix::fs::OpenOptionsExt;
+        fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(self.path.join(rel))
+    }
+
+    fn openat2(&self, rel: &str, flags: libc::c_int) -> std::io::Result<fs::File> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        let c = std::ffi::CString::new(rel)
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        // SAFETY: open_how is plain data; zeroed is its documented default.
+        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+        how.flags = flags as u64;
+        how.resolve =
+            libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+        // SAFETY: valid directory descriptor, NUL-terminated path, and a
+        // struct of the size passed; the kernel writes nothing back.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                self.dir.as_raw_fd(),
+                c.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: the kernel just returned this descriptor to us alone.
+        Ok(unsafe { fs::File::from_raw_fd(fd as libc::c_int) })
+    }
+}
+
+/// Whether an error from [`InputDir::open_image`] means the path now goes
+/// through a symlink or out of the input directory.
+pub fn is_escape(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ELOOP | libc::EXDEV))
+}
+
 /// Walks `dir` depth-first without following symlinks, each directory's
 /// entries in byte order of their names: the one order in which kakuri
 /// numbers files (directory-mode input, `match --dir`).
@@ -416,4 +498,45 @@ fn parse_line(buf: &[u8], place_id: Place) -> Result<Parsed> {
         fields,
         place,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn images_open_beneath_the_input_directory_and_never_through_a_symlink() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("in");
+        fs::create_dir_all(root.join("a")).unwrap();
+        fs::write(root.join("a/img.jpg"), b"jpeg").unwrap();
+        fs::write(t.path().join("outside.jpg"), b"secret").unwrap();
+        // A directory swapped for a symlink after the input was checked,
+        // one leading outside, and a symlinked file.
+        symlink(root.join("a"), root.join("b")).unwrap();
+        symlink(t.path(), root.join("up")).unwrap();
+        symlink(t.path().join("outside.jpg"), root.join("a/link.jpg")).unwrap();
+        let dir = InputDir::open(&root).unwrap();
+        let mut f = dir.open_image("a/img.jpg").unwrap();
+        let mut got = Vec::new();
+        f.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"jpeg");
+        let e = dir.open_image("a/link.jpg").unwrap_err();
+        assert!(is_escape(&e), "{e}");
+        // A symlinked directory component, or `..`: refused where openat2
+        // exists (Linux 5.6+); O_NOFOLLOW alone guards only the last
+        // component, and the input check refuses `..` before this.
+        let rs = ["b/img.jpg", "up/outside.jpg", "../outside.jpg"].map(|p| dir.open_image(p));
+        if OPENAT2.load(std::sync::atomic::Ordering::Relaxed) {
+            for r in rs {
+                assert!(is_escape(&r.unwrap_err()));
+            }
+        } else {
+            eprintln!("openat2 unavailable here: directory symlinks rely on the input check");
+        }
+        assert!(
+            dir.open_image("a/missing.jpg").unwrap_err().kind() == std::io::ErrorKind::NotFound
+        );
+    }
 }

@@ -678,8 +678,15 @@ fn seal_shard(
     let depth = READ_AHEAD_FILES.min(512 / opts.jobs.max(1)).max(1);
     let batch = (depth / 4).max(1);
     let (tx, rx) = mpsc::sync_channel::<Vec<std::io::Result<fs::File>>>(depth / batch);
+    let dir = crate::input::InputDir::open(input_root).map_err(|e| {
+        Error::input(format!(
+            "input directory cannot be opened ({})",
+            crate::error::io_reason(&e)
+        ))
+    })?;
     std::thread::scope(|s| {
         let records = &job.records;
+        let dir = &dir;
         s.spawn(move || {
             use std::os::fd::AsRawFd;
             for chunk in records.chunks(batch) {
@@ -688,13 +695,7 @@ fn seal_shard(
                     // No following a symlink swapped in after the input was
                     // checked, and no blocking on a FIFO: the worker refuses
                     // anything but a regular file.
-                    let f = {
-                        use std::os::unix::fs::OpenOptionsExt;
-                        fs::OpenOptions::new()
-                            .read(true)
-                            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-                            .open(input_root.join(&r.image_rel))
-                    };
+                    let f = dir.open_image(&r.image_rel);
                     if let Ok(f) = &f {
                         // SAFETY: a valid descriptor; the call only schedules reads.
                         unsafe {
@@ -747,11 +748,18 @@ fn seal_records(
             }
         };
         let mut f = f.map_err(|e| {
-            Error::input(format!(
-                "{}: image file cannot be read ({})",
-                r.place,
-                crate::error::io_reason(&e)
-            ))
+            if crate::input::is_escape(&e) {
+                Error::input(format!(
+                    "{}: image path now goes through a symbolic link or out of the input directory (changed while packing); symlinks are refused",
+                    r.place
+                ))
+            } else {
+                Error::input(format!(
+                    "{}: image file cannot be read ({})",
+                    r.place,
+                    crate::error::io_reason(&e)
+                ))
+            }
         })?;
         if !f.metadata().is_ok_and(|m| m.is_file()) {
             return Err(Error::input(format!(
