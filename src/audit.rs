@@ -184,8 +184,15 @@ pub fn append(vault_root: &Path, vault_id: &str, key: &PrivateKey, ev: Event<'_>
     //    done, and a mixed pair is a head whose signature does not verify,
     //    which `audit verify` names (a crash between the two renames of
     //    the previous code left the same kind of pair).
-    let sig = Staged::write(&vault_root.join(HEAD_SIG), hs.as_bytes())?;
-    let hd = Staged::write(&vault_root.join(HEAD), &hb)?;
+    let staged = |name: &str, bytes: &[u8]| -> Result<vault::AtomicFile> {
+        let dest = vault_root.join(name);
+        let mut w = vault::AtomicFile::replacing(&dest, 0o644)?;
+        w.write_all(bytes)
+            .map_err(|e| Error::io(&dest, "cannot write", e))?;
+        Ok(w)
+    };
+    let sig = staged(HEAD_SIG, hs.as_bytes())?;
+    let hd = staged(HEAD, &hb)?;
     f.sync_all()
         .map_err(|e| Error::io(&lp, "cannot append to audit log", e))?;
     sig.sync()?;
@@ -194,67 +201,6 @@ pub fn append(vault_root: &Path, vault_id: &str, key: &PrivateKey, ev: Event<'_>
     hd.rename()?;
     vault::fsync_dir(&dir)?;
     Ok(entry)
-}
-
-/// A head file written under the temporary name the atomic writes use
-/// (`.NAME.tmp`, which `audit verify` allows as a leftover); removed again
-/// unless it was renamed into place.
-struct Staged {
-    tmp: std::path::PathBuf,
-    dest: std::path::PathBuf,
-    file: fs::File,
-    renamed: bool,
-}
-
-impl Staged {
-    fn write(dest: &Path, bytes: &[u8]) -> Result<Self> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let name = dest
-            .file_name()
-            .ok_or_else(|| Error::internal("head file without a name"))?
-            .to_string_lossy()
-            .into_owned();
-        let tmp = dest.with_file_name(format!(".{name}.tmp"));
-        let _ = fs::remove_file(&tmp);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&tmp)
-            .map_err(|e| Error::io(&tmp, "cannot create", e))?;
-        let mut staged = Staged {
-            tmp,
-            dest: dest.to_path_buf(),
-            file,
-            renamed: false,
-        };
-        staged
-            .file
-            .write_all(bytes)
-            .map_err(|e| Error::io(dest, "cannot write", e))?;
-        Ok(staged)
-    }
-
-    fn sync(&self) -> Result<()> {
-        self.file
-            .sync_all()
-            .map_err(|e| Error::io(&self.tmp, "cannot sync", e))
-    }
-
-    fn rename(mut self) -> Result<()> {
-        fs::rename(&self.tmp, &self.dest)
-            .map_err(|e| Error::io(&self.dest, "cannot move into place", e))?;
-        self.renamed = true;
-        Ok(())
-    }
-}
-
-impl Drop for Staged {
-    fn drop(&mut self) {
-        if !self.renamed {
-            let _ = fs::remove_file(&self.tmp);
-        }
-    }
 }
 
 fn check_head_matches(vault_root: &Path, next_seq: u64, last_hash: &str) -> Result<()> {

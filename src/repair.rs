@@ -382,7 +382,7 @@ pub fn remove_stray_temps(root: &Path, m: &Manifest, unexpected: &[String]) -> V
             Some((d, n)) => (format!("{d}/"), n),
             None => (String::new(), u.as_str()),
         };
-        let Some(base) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
+        let Some(base) = crate::vault::atomic_tmp_target(name) else {
             continue;
         };
         if m.file(&format!("{dir}{base}")).is_some() && std::fs::remove_file(root.join(u)).is_ok() {

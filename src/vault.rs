@@ -92,7 +92,7 @@ impl AtomicFile {
             .ok_or_else(|| Error::internal("atomic file without a name"))?
             .to_string_lossy()
             .into_owned();
-        let tmp = dest.with_file_name(format!(".{name}.tmp"));
+        let tmp = dest.with_file_name(format!(".{name}{TMP_SUFFIX}"));
         let _ = fs::remove_file(&tmp);
         let file = OpenOptions::new()
             .write(true)
@@ -110,19 +110,47 @@ impl AtomicFile {
     }
 
     /// Flushes, syncs and renames into place, then syncs the directory.
-    pub fn commit(mut self) -> Result<()> {
-        let file = self.file.take().expect("file present until commit");
-        file.sync_all()
-            .map_err(|e| Error::io(&self.tmp, "cannot sync", e))?;
-        drop(file);
-        fs::rename(&self.tmp, &self.dest)
-            .map_err(|e| Error::io(&self.dest, "cannot move into place", e))?;
-        match self.dest.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => fsync_dir(dir)?,
-            _ => fsync_dir(Path::new("."))?,
-        }
-        Ok(())
+    pub fn commit(self) -> Result<()> {
+        self.sync()?;
+        let dir = match self.dest.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        self.rename()?;
+        fsync_dir(&dir)
     }
+
+    /// Syncs the contents: the first half of [`AtomicFile::commit`], for a
+    /// caller that syncs several files before it renames any of them.
+    pub fn sync(&self) -> Result<()> {
+        self.file
+            .as_ref()
+            .expect("file present until renamed")
+            .sync_all()
+            .map_err(|e| Error::io(&self.tmp, "cannot sync", e))
+    }
+
+    /// Renames into place after [`AtomicFile::sync`]. The directory is not
+    /// synced: the caller syncs it once for all the files it renamed.
+    pub fn rename(mut self) -> Result<()> {
+        drop(self.file.take());
+        fs::rename(&self.tmp, &self.dest).map_err(|e| {
+            let _ = fs::remove_file(&self.tmp);
+            Error::io(&self.dest, "cannot move into place", e)
+        })
+    }
+}
+
+/// Suffix of the temporary name `.NAME.tmp` an [`AtomicFile`] is written
+/// under before it is renamed to `NAME`.
+const TMP_SUFFIX: &str = ".tmp";
+
+/// For a file name `.NAME.tmp`, the `NAME` whose atomic write left it.
+pub fn atomic_tmp_target(file_name: &str) -> Option<&str> {
+    file_name
+        .strip_prefix('.')
+        .and_then(|n| n.strip_suffix(TMP_SUFFIX))
+        .filter(|n| !n.is_empty())
 }
 
 impl Write for AtomicFile {
