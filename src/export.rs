@@ -25,7 +25,6 @@
 use std::ffi::OsString;
 use std::fs;
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -125,7 +124,8 @@ fn export_file_name(name: &str) -> bool {
         .is_some_and(|ext| crate::shard::image_ext(name).as_deref() == Some(ext))
 }
 
-/// Opens a directory and takes an exclusive, non-blocking `flock` on it;
+/// Opens a directory and takes an exclusive, non-blocking lock on it (the
+/// standard library's `File::try_lock`, as the audit log is locked);
 /// `Ok(None)` when another process holds the lock.
 fn lock_dir(dir: &Path) -> Result<Option<fs::File>> {
     let f = fs::OpenOptions::new()
@@ -133,15 +133,10 @@ fn lock_dir(dir: &Path) -> Result<Option<fs::File>> {
         .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
         .open(dir)
         .map_err(|e| Error::io(dir, "cannot open", e))?;
-    // SAFETY: flock on a descriptor we own; no memory is involved.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-        return Ok(Some(f));
-    }
-    let e = std::io::Error::last_os_error();
-    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Ok(None)
-    } else {
-        Err(Error::io(dir, "cannot lock", e))
+    match f.try_lock() {
+        Ok(()) => Ok(Some(f)),
+        Err(fs::TryLockError::WouldBlock) => Ok(None),
+        Err(fs::TryLockError::Error(e)) => Err(Error::io(dir, "cannot lock", e)),
     }
 }
 
@@ -190,21 +185,6 @@ fn remove_leftover(t: &Target) -> Result<bool> {
     drop(lock);
     vault::fsync_dir(&t.parent)?;
     Ok(true)
-}
-
-/// Removes the staging directory (and the plaintext in it) unless the
-/// export was moved into place.
-struct Staged<'a> {
-    dir: &'a Path,
-    armed: bool,
-}
-
-impl Drop for Staged<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            let _ = fs::remove_dir_all(self.dir);
-        }
-    }
 }
 
 /// Writes `bytes` as a new file `name` in the staging directory and syncs
@@ -292,7 +272,9 @@ pub fn export(
         .mode(0o700)
         .create(&t.staging)
         .map_err(|e| Error::io(&t.staging, "cannot create", e))?;
-    let mut staged = Staged {
+    // Removes the staging directory, and the plaintext in it, unless the
+    // export was moved into place.
+    let mut staged = vault::RemoveOnDrop {
         dir: &t.staging,
         armed: true,
     };

@@ -119,20 +119,6 @@ struct ShardDone {
     doc_types: HashMap<String, u64>,
 }
 
-/// Removes a half-built vault unless disarmed.
-struct Cleanup<'a> {
-    dir: &'a Path,
-    armed: bool,
-}
-
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            let _ = fs::remove_dir_all(self.dir);
-        }
-    }
-}
-
 fn random_id() -> String {
     use rand_core::RngCore;
     let mut b = [0u8; 16];
@@ -254,7 +240,7 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
         (
             key,
             j,
-            Cleanup {
+            vault::RemoveOnDrop {
                 dir: &opts.out,
                 armed: false,
             },
@@ -270,7 +256,7 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
             .mode(0o700)
             .create(&opts.out)
             .map_err(|e| Error::io(&opts.out, "cannot create vault directory", e))?;
-        let cleanup = Cleanup {
+        let cleanup = vault::RemoveOnDrop {
             dir: &opts.out,
             armed: true,
         };

@@ -141,6 +141,22 @@ impl AtomicFile {
     }
 }
 
+/// Removes a directory tree that is being built (a new vault, an export's
+/// staging directory) when dropped while still armed, so an error leaves
+/// nothing half-written behind; disarm it once the tree is complete.
+pub struct RemoveOnDrop<'a> {
+    pub dir: &'a Path,
+    pub armed: bool,
+}
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = fs::remove_dir_all(self.dir);
+        }
+    }
+}
+
 /// Suffix of the temporary name `.NAME.tmp` an [`AtomicFile`] is written
 /// under before it is renamed to `NAME`.
 const TMP_SUFFIX: &str = ".tmp";
