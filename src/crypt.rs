@@ -216,15 +216,21 @@ fn lock(c: &Mutex<Coverage>) -> std::sync::MutexGuard<'_, Coverage> {
 /// instead of one after another. A hint: failure changes nothing but speed.
 fn willneed(f: &File, start: u64, end: u64) {
     if end > start {
-        // SAFETY: posix_fadvise only reads its integer arguments.
-        unsafe {
-            libc::posix_fadvise(
-                f.as_raw_fd(),
-                start as libc::off_t,
-                (end - start) as libc::off_t,
-                libc::POSIX_FADV_WILLNEED,
-            );
-        }
+        advise(f, start, end - start, libc::POSIX_FADV_WILLNEED);
+    }
+}
+
+/// `posix_fadvise(f, start, len, advice)`; `len` 0 means to the end of
+/// the file. A hint: failure changes nothing but speed, so it is ignored.
+pub fn advise(f: &File, start: u64, len: u64, advice: libc::c_int) {
+    // SAFETY: posix_fadvise only reads its integer arguments.
+    unsafe {
+        libc::posix_fadvise(
+            f.as_raw_fd(),
+            start as libc::off_t,
+            len as libc::off_t,
+            advice,
+        );
     }
 }
 
@@ -258,10 +264,7 @@ impl Hinted {
             .metadata()
             .map_err(|e| Error::io(path, "cannot read", e))?
             .len();
-        // SAFETY: posix_fadvise only reads its integer arguments.
-        unsafe {
-            libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM);
-        }
+        advise(&f, 0, 0, libc::POSIX_FADV_RANDOM);
         Ok(Hinted {
             file: Arc::new(f),
             size,

@@ -337,8 +337,14 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
     let tree_file = EncryptedFile::create(root, vault::TREE_FILE, &key)?;
     let ids_file = EncryptedFile::create(root, vault::IDS_FILE, &key)?;
 
-    let input_root_buf = input.root().to_path_buf();
-    let input_root = input_root_buf.as_path();
+    // Image files are opened beneath this descriptor by every worker.
+    let input_dir = crate::input::InputDir::open(input.root()).map_err(|e| {
+        Error::input(format!(
+            "input directory cannot be opened ({})",
+            crate::error::io_reason(&e)
+        ))
+    })?;
+    let input_dir = &input_dir;
     let outcome: Result<(CollectorOut<'_>, u64)> = std::thread::scope(|s| {
         for _ in 0..jobs {
             let job_rx = Arc::clone(&job_rx);
@@ -355,7 +361,7 @@ pub fn pack(opts: &PackOptions) -> Result<PackSummary> {
                 if failed.load(Ordering::Relaxed) {
                     continue;
                 }
-                let r = seal_shard(root, input_root, key, job, opts, mtime, bar.as_ref())
+                let r = seal_shard(root, input_dir, key, job, opts, mtime, bar.as_ref())
                     .and_then(|d| write_done(root, key, &d).map(|_| d));
                 crate::faults::point("pack-shard-sealed");
                 if r.is_err() {
@@ -652,7 +658,7 @@ const READ_AHEAD_FILES: usize = 64;
 /// waiting file by file. Image bytes never pass through that thread.
 fn seal_shard(
     root: &Path,
-    input_root: &Path,
+    dir: &crate::input::InputDir,
     key: &VaultKey,
     job: ShardJob,
     opts: &PackOptions,
@@ -664,17 +670,9 @@ fn seal_shard(
     let depth = READ_AHEAD_FILES.min(512 / opts.jobs.max(1)).max(1);
     let batch = (depth / 4).max(1);
     let (tx, rx) = mpsc::sync_channel::<Vec<std::io::Result<fs::File>>>(depth / batch);
-    let dir = crate::input::InputDir::open(input_root).map_err(|e| {
-        Error::input(format!(
-            "input directory cannot be opened ({})",
-            crate::error::io_reason(&e)
-        ))
-    })?;
     std::thread::scope(|s| {
         let records = &job.records;
-        let dir = &dir;
         s.spawn(move || {
-            use std::os::fd::AsRawFd;
             for chunk in records.chunks(batch) {
                 let mut files = Vec::with_capacity(chunk.len());
                 for r in chunk {
@@ -683,10 +681,7 @@ fn seal_shard(
                     // anything but a regular file.
                     let f = dir.open_image(&r.image_rel);
                     if let Ok(f) = &f {
-                        // SAFETY: a valid descriptor; the call only schedules reads.
-                        unsafe {
-                            libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED);
-                        }
+                        crate::crypt::advise(f, 0, 0, libc::POSIX_FADV_WILLNEED);
                     }
                     files.push(f);
                 }
