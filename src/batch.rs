@@ -241,24 +241,15 @@ impl SourceReader {
                     field,
                     name,
                 } => {
-                    use std::io::{BufRead, Read};
                     self.n += 1;
                     let n = self.n;
-                    // One line at a time, never more than MAX_LINE bytes of it.
                     let mut buf = Vec::new();
-                    let got = lines
-                        .by_ref()
-                        .take(crate::input::MAX_LINE + 1)
-                        .read_until(b'\n', &mut buf)
-                        .map_err(|e| Error::io_ctx(format!("{name} line {n}"), e))?;
-                    if got == 0 {
+                    if !crate::input::read_bounded_line(
+                        lines,
+                        &mut buf,
+                        &format!("{name} line {n}"),
+                    )? {
                         return Ok(None);
-                    }
-                    if buf.len() as u64 > crate::input::MAX_LINE {
-                        return Err(Error::input(format!(
-                            "{name} line {n}: longer than {} bytes",
-                            crate::input::MAX_LINE
-                        )));
                     }
                     let line = String::from_utf8(buf)
                         .map_err(|_| Error::input(format!("{name} line {n}: not valid UTF-8")))?;

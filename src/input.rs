@@ -20,6 +20,23 @@ pub const RECORDS_JSONL: &str = "records.jsonl";
 /// Longest accepted records.jsonl line.
 pub const MAX_LINE: u64 = 1 << 20;
 
+/// Reads one line (with its newline) into `buf`, never holding more than
+/// [`MAX_LINE`] bytes of it; `Ok(false)` at the end. `place` names the
+/// line in errors (e.g. "records.jsonl line 7").
+pub fn read_bounded_line(r: &mut impl BufRead, buf: &mut Vec<u8>, place: &str) -> Result<bool> {
+    buf.clear();
+    let n = r
+        .take(MAX_LINE + 1)
+        .read_until(b'\n', buf)
+        .map_err(|e| Error::io_ctx(place, e))?;
+    if buf.len() as u64 > MAX_LINE {
+        return Err(Error::input(format!(
+            "{place}: longer than {MAX_LINE} bytes"
+        )));
+    }
+    Ok(n > 0)
+}
+
 /// The input directory, held open so that image files are opened beneath
 /// it: with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` (Linux 5.6+),
 /// no path component can be a symbolic link or lead out of it, even one
@@ -232,18 +249,9 @@ impl InputReader {
             Mode::Jsonl { reader, line_no } => loop {
                 let mut buf = Vec::new();
                 *line_no += 1;
-                let n = reader
-                    .by_ref()
-                    .take(MAX_LINE + 1)
-                    .read_until(b'\n', &mut buf)
-                    .map_err(|e| Error::io_ctx(format!("{RECORDS_JSONL} line {line_no}"), e))?;
-                if n == 0 {
+                if !read_bounded_line(reader, &mut buf, &format!("{RECORDS_JSONL} line {line_no}"))?
+                {
                     return Ok(None);
-                }
-                if buf.len() as u64 > MAX_LINE {
-                    return Err(Error::input(format!(
-                        "{RECORDS_JSONL} line {line_no}: longer than {MAX_LINE} bytes"
-                    )));
                 }
                 if buf.iter().all(|b| b.is_ascii_whitespace()) {
                     continue;
