@@ -16,7 +16,8 @@ use serde::Serialize;
 use crate::crypt::{open_encrypted, Hinted, SeekableReader, VaultKey};
 use crate::error::{Error, Result};
 use crate::index::{
-    tree_proof_ranges, IdsReader, KeysReader, RecordsReader, TreeReader, KEY_LEN, RECORD_SLOT,
+    tree_proof_ranges, IdsReader, KeysReader, RecordLoc, RecordsReader, TreeReader, KEY_LEN,
+    RECORD_SLOT,
 };
 use crate::manifest::{self, Loaded};
 use crate::merkle::{self, Hash};
@@ -210,7 +211,8 @@ pub struct Lookup<'a> {
     keys: KeysReader,
     records: RecordsReader,
     tree: TreeReader,
-    shards: HashMap<u32, SeekableReader>,
+    /// Open shards, with their size as the signed manifest lists it.
+    shards: HashMap<u32, (SeekableReader, u64)>,
     ids: Option<IdsReader>,
     root: Hash,
     /// Set for a one-off lookup: the files whose next reads are queued
@@ -262,36 +264,41 @@ impl<'a> Lookup<'a> {
         })
     }
 
-    /// Queues the reads of records `ords`: their slots and tree blocks,
-    /// then (once the slots are read) their shards' first and frame chunks.
-    fn prefetch(&mut self, ords: &[u64]) -> Result<()> {
-        let Some(h) = &mut self.hints else {
-            return Ok(());
-        };
+    /// Reads the record-table slots of `ords`. For a one-off lookup it
+    /// first queues those slots and the records' tree blocks, and once the
+    /// slots are read, their shards' first and frame chunks.
+    fn locate(&mut self, ords: &[u64]) -> Result<Vec<RecordLoc>> {
         let m = &self.opened.loaded.manifest;
-        for &o in ords.iter().filter(|&&o| o < m.records) {
-            h.records
-                .willneed_plain(RecordsReader::slot_offset(o), RECORD_SLOT as u64);
-            for (off, len) in tree_proof_ranges(m.records, Some(o)) {
-                h.tree.willneed_plain(off, len);
-            }
-        }
-        for &o in ords {
-            let loc = self.records.get(o)?;
-            let Some(sh) = m.shards.get(loc.shard as usize) else {
-                continue; // fetch names the problem
-            };
-            if !h.shards.contains_key(&loc.shard) {
-                if h.shards.len() >= OPEN_SHARDS {
-                    h.shards.clear();
+        if let Some(h) = &self.hints {
+            for &o in ords.iter().filter(|&&o| o < m.records) {
+                h.records
+                    .willneed_plain(RecordsReader::slot_offset(o), RECORD_SLOT as u64);
+                for (off, len) in tree_proof_ranges(m.records, Some(o)) {
+                    h.tree.willneed_plain(off, len);
                 }
-                let f = Hinted::open(&self.opened.dir.path(&sh.file), &sh.file)?;
-                f.willneed_head();
-                h.shards.insert(loc.shard, f);
             }
-            h.shards[&loc.shard].willneed_plain(loc.frame_offset, loc.frame_len as u64);
         }
-        Ok(())
+        let locs = ords
+            .iter()
+            .map(|&o| self.records.get(o))
+            .collect::<Result<Vec<_>>>()?;
+        if let Some(h) = &mut self.hints {
+            for loc in &locs {
+                let Some(sh) = m.shards.get(loc.shard as usize) else {
+                    continue; // fetch names the problem
+                };
+                if !h.shards.contains_key(&loc.shard) {
+                    if h.shards.len() >= OPEN_SHARDS {
+                        h.shards.clear();
+                    }
+                    let f = Hinted::open(&self.opened.dir.path(&sh.file), &sh.file)?;
+                    f.willneed_head();
+                    h.shards.insert(loc.shard, f);
+                }
+                h.shards[&loc.shard].willneed_plain(loc.frame_offset, loc.frame_len as u64);
+            }
+        }
+        Ok(locs)
     }
 
     /// Candidate ordinals from the blind index (may include collisions;
@@ -312,9 +319,9 @@ impl<'a> Lookup<'a> {
     pub fn find(&mut self, q: &Query) -> Result<Vec<Verified>> {
         let mut out = Vec::new();
         let ords = self.candidates(q)?;
-        self.prefetch(&ords)?;
-        for ord in ords {
-            let v = self.fetch(ord)?;
+        let locs = self.locate(&ords)?;
+        for (ord, loc) in ords.into_iter().zip(locs) {
+            let v = self.fetch_at(ord, loc, true)?;
             if matches(&v, q)? {
                 out.push(v);
             }
@@ -364,21 +371,19 @@ impl<'a> Lookup<'a> {
         })
     }
 
-    /// Reads record `ordinal` and proves it to the signed root.
-    pub fn fetch(&mut self, ordinal: u64) -> Result<Verified> {
-        self.fetch_with(ordinal, true)
-    }
-
-    /// Like [`Lookup::fetch`], but proves the record hash through tile
+    /// Reads record `ordinal` and proves its record hash through tile
     /// blocks proven once per batch instead of building an audit path per
-    /// record (`proof` is then empty). Used by `match`.
+    /// record, as [`Lookup::find`] does (`proof` is then empty). Used by
+    /// `match`.
     pub fn fetch_batch(&mut self, ordinal: u64) -> Result<Verified> {
-        self.fetch_with(ordinal, false)
+        let loc = self.records.get(ordinal)?;
+        self.fetch_at(ordinal, loc, false)
     }
 
-    fn fetch_with(&mut self, ordinal: u64, full_proof: bool) -> Result<Verified> {
+    /// Reads record `ordinal`, found at `loc` in the record table, and
+    /// proves it to the signed root (with an audit path if `full_proof`).
+    fn fetch_at(&mut self, ordinal: u64, loc: RecordLoc, full_proof: bool) -> Result<Verified> {
         let m = &self.opened.loaded.manifest;
-        let loc = self.records.get(ordinal)?;
         let sh = m
             .shards
             .get(loc.shard as usize)
@@ -400,11 +405,11 @@ impl<'a> Lookup<'a> {
                 Some(f) => f.reader(&self.opened.key)?,
                 None => self.opened.open_file(&name)?,
             };
-            self.shards.insert(loc.shard, r);
+            let size = m.file(&name).map(|f| f.size).unwrap_or(0);
+            self.shards.insert(loc.shard, (r, size));
         }
-        let r = self.shards.get_mut(&loc.shard).expect("just inserted");
-        let size = m.file(&name).map(|f| f.size).unwrap_or(0);
-        let rec = shard::read_record(r, &loc, ordinal, size)?;
+        let (r, size) = self.shards.get_mut(&loc.shard).expect("just inserted");
+        let rec = shard::read_record(r, &loc, ordinal, *size)?;
         let bad = |what: &str| Error::integrity(format!("{name}: record {ordinal}: {what}"));
         if !merkle::ct_eq(&record::record_hash(&rec.meta), &loc.record_hash) {
             return Err(bad("metadata does not match its record hash"));
