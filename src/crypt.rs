@@ -323,8 +323,15 @@ pub fn read_at(r: &mut SeekableReader, name: &str, offset: u64, buf: &mut [u8]) 
     r.seek(SeekFrom::Start(offset))
         .and_then(|_| r.read_exact(buf))
         .map_err(|e| {
+            // A chunk that fails authentication (or a last chunk that is
+            // not one) is damage on disk: say what finds and fixes it.
+            let hint = if e.kind() == io::ErrorKind::InvalidData {
+                "; `kakuri verify VAULT` locates the damage, `kakuri verify VAULT --repair` rebuilds it from parity"
+            } else {
+                ""
+            };
             Error::integrity(format!(
-                "{name}: cannot read {} bytes at plaintext offset {offset} (age chunk {}): {e}",
+                "{name}: cannot read {} bytes at plaintext offset {offset} (age chunk {}): {e}{hint}",
                 buf.len(),
                 offset / AGE_CHUNK
             ))

@@ -364,10 +364,15 @@ struct Access {
 }
 
 impl Access {
-    fn open(&self, vault: &std::path::Path) -> Result<Opened> {
+    fn check(&self) -> Result<()> {
         if self.case.trim().is_empty() || self.reason.trim().is_empty() {
             return Err(Error::usage("--case and --reason must not be empty"));
         }
+        Ok(())
+    }
+
+    fn open(&self, vault: &std::path::Path) -> Result<Opened> {
+        self.check()?;
         Opened::open(vault, &self.identities, self.trust.key()?.as_ref())
     }
 
@@ -376,9 +381,7 @@ impl Access {
     /// disk serves them together, then opens the vault with its index
     /// reads queued as well.
     fn open_for_lookup(&self, vault: &std::path::Path) -> Result<(Opened, Prefetched)> {
-        if self.case.trim().is_empty() || self.reason.trim().is_empty() {
-            return Err(Error::usage("--case and --reason must not be empty"));
-        }
+        self.check()?;
         for p in self.identities.iter().chain([&self.sign_key]) {
             kakuri::crypt::prefetch_file(p, None);
         }
@@ -1315,14 +1318,7 @@ fn main() -> ProcessExit {
     match run(cli, &matches) {
         Ok(c) => ProcessExit::from(c as u8),
         Err(e) => {
-            // A chunk that fails authentication is damage on disk: say
-            // what finds and fixes it, on the same line.
-            let hint = if e.kind == ExitCode::Integrity && e.msg.ends_with("decryption error") {
-                "; `kakuri verify VAULT` locates the damage, `kakuri verify VAULT --repair` rebuilds it from parity"
-            } else {
-                ""
-            };
-            eprintln!("kakuri: error: {}{hint}", e.msg);
+            eprintln!("kakuri: error: {}", e.msg);
             ProcessExit::from(e.kind as u8)
         }
     }
