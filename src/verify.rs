@@ -329,8 +329,8 @@ impl<'a> LeafChecker<'a> {
             .and_then(|r| TreeReader::open(r, o.loaded.manifest.records))
     }
 
-    /// The problem with leaf `ord`, if any.
-    fn check(&mut self, ord: u64, computed: Option<&Hash>) -> Option<String> {
+    /// The problem with leaf `ord` (computed from its record), if any.
+    fn check(&mut self, ord: u64, computed: &Hash) -> Option<String> {
         let block = ord / merkle::TILE as u64;
         let res = match (&mut self.tree, &self.failed_block) {
             (_, Some((b, msg))) if *b == block => Err(msg.clone()),
@@ -338,9 +338,8 @@ impl<'a> LeafChecker<'a> {
             (Err(e), _) => Err(e.msg.clone()),
         };
         match res {
-            Ok(leaf) => computed
-                .filter(|c| !merkle::ct_eq(c, &leaf))
-                .map(|_| "record hash differs from the Merkle tree's leaf".to_string()),
+            Ok(leaf) => (!merkle::ct_eq(computed, &leaf))
+                .then(|| "record hash differs from the Merkle tree's leaf".to_string()),
             Err(msg) => {
                 if self.failed_block.as_ref().is_none_or(|(b, _)| *b != block) {
                     self.failed_block = Some((block, msg.clone()));
@@ -366,7 +365,7 @@ fn deep_shard(
         let Some(leaf) = leaf else { continue };
         out.checked += 1;
         let ord = sh.first_ordinal + k as u64;
-        if let Some(problem) = leaves_check.check(ord, Some(leaf)) {
+        if let Some(problem) = leaves_check.check(ord, leaf) {
             out.leaves_ok = false;
             out.bad.push(BadRecord {
                 ordinal: ord,
