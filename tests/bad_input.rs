@@ -522,61 +522,36 @@ fn directory_mode_pack_into_the_input_directory_does_not_seal_the_vault_itself()
     }
 }
 
+/// Runs `match --table NAME --column n` over `body`, expects the table to
+/// be refused (exit 3) in one line, and returns that line.
+fn match_table_refused(f: &Fixture, name: &str, body: &[u8]) -> String {
+    let t = f.root.join(name);
+    fs::write(&t, body).unwrap();
+    let o = run_code(&mut f.match_table_cmd(&t, "n"), 3);
+    let e = stderr(&o);
+    assert_eq!(e.lines().count(), 1, "{}", show(&o));
+    e
+}
+
 #[test]
 fn a_match_table_line_longer_than_the_limit_is_refused_by_line_number() {
     let f = Fixture::packed(20, 256, 61, &[]);
-    let t = f.root.join("list.jsonl");
     let mut body = b"{\"n\": \"A1\"}\n".to_vec();
     body.extend_from_slice(b"{\"n\": \"");
     body.extend(std::iter::repeat_n(b'7', 2 << 20));
     body.extend_from_slice(b"\"}\n");
-    std::fs::write(&t, &body).unwrap();
-    let o = run_code(
-        kakuri()
-            .arg("match")
-            .arg(&f.vault)
-            .args(f.access(&f.keys.identity))
-            .arg("--table")
-            .arg(&t)
-            .arg("--column")
-            .arg("n")
-            .arg("--field")
-            .arg("document_number"),
-        3,
-    );
-    let e = stderr(&o);
-    assert!(e.contains("line 2: longer than"), "{}", show(&o));
-    assert_eq!(e.lines().count(), 1, "{}", show(&o));
+    let e = match_table_refused(&f, "list.jsonl", &body);
+    assert!(e.contains("line 2: longer than"), "{e}");
 }
 
 #[test]
 fn a_match_table_csv_record_longer_than_the_limit_is_refused_without_holding_it() {
     let f = Fixture::packed(20, 256, 61, &[]);
-    let match_table = |body: &[u8]| {
-        let t = f.root.join("list.csv");
-        std::fs::write(&t, body).unwrap();
-        let o = run_code(
-            kakuri()
-                .arg("match")
-                .arg(&f.vault)
-                .args(f.access(&f.keys.identity))
-                .arg("--table")
-                .arg(&t)
-                .arg("--column")
-                .arg("n")
-                .arg("--field")
-                .arg("document_number"),
-            3,
-        );
-        let e = stderr(&o).to_string();
-        assert_eq!(e.lines().count(), 1, "{}", show(&o));
-        e
-    };
     // One field of 2 MiB on one line.
     let mut body = b"n,other\nA1,x\n".to_vec();
     body.extend(std::iter::repeat_n(b'7', 2 << 20));
     body.extend_from_slice(b",y\n");
-    let e = match_table(&body);
+    let e = match_table_refused(&f, "list.csv", &body);
     assert!(
         e.contains("after line 2 is longer than 1048576 bytes"),
         "{e}"
@@ -587,7 +562,7 @@ fn a_match_table_csv_record_longer_than_the_limit_is_refused_without_holding_it(
         body.extend_from_slice(b"1234567\n");
     }
     body.extend_from_slice(b"\",y\n");
-    let e = match_table(&body);
+    let e = match_table_refused(&f, "list.csv", &body);
     assert!(
         e.contains("after line 3 is longer than 1048576 bytes"),
         "{e}"
@@ -595,7 +570,7 @@ fn a_match_table_csv_record_longer_than_the_limit_is_refused_without_holding_it(
     // A header longer than the limit.
     let mut body = vec![b'h'; 2 << 20];
     body.extend_from_slice(b",n\nA1,x\n");
-    let e = match_table(&body);
+    let e = match_table_refused(&f, "list.csv", &body);
     assert!(e.contains("the CSV header is longer than"), "{e}");
 }
 
@@ -608,20 +583,8 @@ fn a_match_table_csv_record_just_under_the_limit_is_read() {
     body.extend_from_slice(b"ZZ0,");
     body.extend(std::iter::repeat_n(b'7', (1 << 20) - 64));
     body.extend_from_slice(b"\nZZ1,x\n");
-    std::fs::write(&t, &body).unwrap();
-    let o = kakuri()
-        .arg("match")
-        .arg(&f.vault)
-        .args(f.access(&f.keys.identity))
-        .arg("--table")
-        .arg(&t)
-        .arg("--column")
-        .arg("n")
-        .arg("--field")
-        .arg("document_number")
-        .output()
-        .unwrap();
+    fs::write(&t, &body).unwrap();
     // Exit 1: read to the end, and nothing in the table is in the vault.
-    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let o = run_code(&mut f.match_table_cmd(&t, "n"), 1);
     assert!(stderr(&o).contains("2 queries: 0 matched"), "{}", show(&o));
 }

@@ -122,7 +122,7 @@ fn match_answers_a_csv_column_and_a_directory_of_found_files() {
     }
     text.push_str("999999999999,not in the leak\n");
     fs::write(&csv, text).unwrap();
-    let mut c = match_table(&f, &csv, "licence_no");
+    let mut c = f.match_table_cmd(&csv, "licence_no");
     let o = run_ok(&mut c);
     let hits: Vec<serde_json::Value> = stdout(&o)
         .lines()
@@ -146,7 +146,7 @@ fn match_answers_a_csv_column_and_a_directory_of_found_files() {
     );
     assert!(stderr(&o).contains("4 queries: 3 matched"), "{}", show(&o));
     // Reading every hit's record from its shard gives the same answer.
-    let mut c = match_table(&f, &csv, "licence_no");
+    let mut c = f.match_table_cmd(&csv, "licence_no");
     c.arg("--verify-content");
     assert_eq!(run_ok(&mut c).stdout, o.stdout);
 
@@ -167,11 +167,8 @@ fn match_answers_a_csv_column_and_a_directory_of_found_files() {
     )
     .unwrap();
     let out = f.root.join("hits.csv");
-    let mut c = kakuri();
-    c.arg("match")
-        .arg(&f.vault)
-        .args(f.access(&f.keys.identity))
-        .arg("--dir")
+    let mut c = f.match_cmd();
+    c.arg("--dir")
         .arg(&dump)
         .arg("--csv")
         .arg("--out")
@@ -188,7 +185,7 @@ fn match_answers_a_csv_column_and_a_directory_of_found_files() {
     assert!(rows[2].contains("found-77.jpg") && rows[2].contains(&f.record(77).record_id));
     // Nothing matched: exit 1, still audited.
     fs::write(&csv, "licence_no\n000\n").unwrap();
-    let mut c = match_table(&f, &csv, "licence_no");
+    let mut c = f.match_table_cmd(&csv, "licence_no");
     run_code(&mut c, 1);
     let audit = json_of(&run_ok(kakuri().arg("audit").arg(&f.vault).arg("--json")));
     let matches: Vec<&serde_json::Value> = audit
@@ -203,22 +200,7 @@ fn match_answers_a_csv_column_and_a_directory_of_found_files() {
     let log = fs::read_to_string(f.vault.join("audit/log.jsonl")).unwrap();
     assert!(!log.contains(&f.record(3).document_number));
     // A missing column is a clear input error.
-    let mut c = match_table(&f, &csv, "nope");
+    let mut c = f.match_table_cmd(&csv, "nope");
     let o = run_code(&mut c, 3);
     assert!(stderr(&o).contains("no column named"), "{}", show(&o));
-}
-
-/// `kakuri match VAULT <access> --table CSV --column COLUMN --field document_number`.
-fn match_table(f: &Fixture, csv: &std::path::Path, column: &str) -> assert_cmd::Command {
-    let mut c = kakuri();
-    c.arg("match")
-        .arg(&f.vault)
-        .args(f.access(&f.keys.identity))
-        .arg("--table")
-        .arg(csv)
-        .arg("--column")
-        .arg(column)
-        .arg("--field")
-        .arg("document_number");
-    c
 }

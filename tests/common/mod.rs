@@ -373,6 +373,27 @@ impl Fixture {
         c
     }
 
+    /// `kakuri match VAULT <access>` with the fixture's identity.
+    pub fn match_cmd(&self) -> Command {
+        let mut c = kakuri();
+        c.arg("match")
+            .arg(&self.vault)
+            .args(self.access(&self.keys.identity));
+        c
+    }
+
+    /// `kakuri match VAULT <access> --table TABLE --column COLUMN --field document_number`.
+    pub fn match_table_cmd(&self, table: &Path, column: &str) -> Command {
+        let mut c = self.match_cmd();
+        c.arg("--table")
+            .arg(table)
+            .arg("--column")
+            .arg(column)
+            .arg("--field")
+            .arg("document_number");
+        c
+    }
+
     pub fn verify_cmd(&self) -> Command {
         let mut c = kakuri();
         c.arg("verify").arg(&self.vault);
