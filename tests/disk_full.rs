@@ -84,7 +84,7 @@ fn in_small_tmpfs(
     mnt: &Path,
     size: &str,
     script: &str,
-    env: &[(&str, &std::ffi::OsStr)],
+    env: &[(&str, PathBuf)],
 ) -> (Output, Vec<String>, u64) {
     let listing = mnt.with_extension("listing");
     let _ = std::fs::remove_file(&listing);
@@ -147,9 +147,11 @@ const VAULT_FILES: &[&str] = &[
 ];
 
 fn pack_script(f: &Fixture) -> (String, Vec<(&'static str, PathBuf)>) {
-    let script = r#"exec "$KAKURI" pack "$INPUT" --recipients "$RECIPIENTS" --sign-key "$SIGN_KEY" --retain-until 2099-12-31 --out "$MNT/vault" --shard-records 50 --jobs 1"#;
+    let script = format!(
+        r#"exec "$KAKURI" pack "$INPUT" --recipients "$RECIPIENTS" --sign-key "$SIGN_KEY" --retain-until {RETAIN} --out "$MNT/vault" --shard-records 50 --jobs 1"#
+    );
     (
-        script.to_string(),
+        script,
         vec![
             ("INPUT", f.input.clone()),
             ("RECIPIENTS", f.keys.recipients.clone()),
@@ -158,8 +160,20 @@ fn pack_script(f: &Fixture) -> (String, Vec<(&'static str, PathBuf)>) {
     )
 }
 
-fn env_of<'a>(v: &'a [(&'static str, PathBuf)]) -> Vec<(&'static str, &'a std::ffi::OsStr)> {
-    v.iter().map(|(k, p)| (*k, p.as_os_str())).collect()
+/// What [`export_sh`] needs in the environment.
+fn export_env(f: &Fixture) -> Vec<(&'static str, PathBuf)> {
+    vec![
+        ("VAULT", f.vault.clone()),
+        ("ID", f.keys.identity.clone()),
+        ("SIGN_KEY", f.keys.sign_key.clone()),
+    ]
+}
+
+/// A shell command exporting record `rid` to `out` (e.g. `"$MNT/small"`).
+fn export_sh(rid: &str, out: &str) -> String {
+    format!(
+        r#""$KAKURI" export "$VAULT" -i "$ID" --sign-key "$SIGN_KEY" --case C-1 --reason test --record-id {rid} --out "{out}""#
+    )
 }
 
 #[test]
@@ -169,7 +183,6 @@ fn pack_into_a_full_tmpfs_fails_cleanly_and_leaves_no_vault() {
     let mnt = f.root.join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     let (script, env) = pack_script(&f);
-    let env = env_of(&env);
 
     // Control: with room enough, the same command packs a vault there.
     let (o, left, used_kib) = in_small_tmpfs(ns, &mnt, "64m", &script, &env);
@@ -232,32 +245,23 @@ fn export_larger_than_the_free_space_fails_cleanly_and_leaves_no_export() {
     f.pack(&[]);
     let mnt = f.root.join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    let env = [
-        ("VAULT", f.vault.clone()),
-        ("ID", f.keys.identity.clone()),
-        ("SIGN_KEY", f.keys.sign_key.clone()),
-    ];
-    let export = |rid: &str, out: &str| {
-        format!(
-            r#""$KAKURI" export "$VAULT" -i "$ID" --sign-key "$SIGN_KEY" --case C-1 --reason test --record-id {rid} --out "$MNT/{out}""#
-        )
-    };
+    let env = export_env(&f);
 
     // Control: a small record exports and verifies in the same 1 MiB.
     let small = f.record(3).record_id;
     let script = format!(
         r#"{} >/dev/null && exec "$KAKURI" receipt verify "$MNT/small""#,
-        export(&small, "small")
+        export_sh(&small, "$MNT/small")
     );
-    let (o, left, _) = in_small_tmpfs(ns, &mnt, "1m", &script, &env_of(&env));
+    let (o, left, _) = in_small_tmpfs(ns, &mnt, "1m", &script, &env);
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     assert_eq!(left.len(), 6, "{left:?}");
     assert!(left.iter().any(|p| p == "small/receipt.json"), "{left:?}");
 
     // The big record does not fit: exit 7, one line naming the file,
     // and neither the export nor its staging directory is left.
-    let script = format!("exec {}", export("big-one", "big"));
-    let (o, left, _) = in_small_tmpfs(ns, &mnt, "1m", &script, &env_of(&env));
+    let script = format!("exec {}", export_sh("big-one", "$MNT/big"));
+    let (o, left, _) = in_small_tmpfs(ns, &mnt, "1m", &script, &env);
     one_line_enospc(&o, &["big/image.png"]);
     assert!(!stderr(&o).contains("M-BIG-7731"), "{}", show(&o));
     assert!(left.is_empty(), "partial export left: {left:?}");
@@ -265,10 +269,10 @@ fn export_larger_than_the_free_space_fails_cleanly_and_leaves_no_export() {
     // Next to an earlier export in the same tmpfs: that one is untouched.
     let script = format!(
         r#"{} >/dev/null || exit 90; {}; rc=$?; "$KAKURI" receipt verify "$MNT/small" >/dev/null || exit 91; exit $rc"#,
-        export(&small, "small"),
-        export("big-one", "big")
+        export_sh(&small, "$MNT/small"),
+        export_sh("big-one", "$MNT/big")
     );
-    let (o, left, _) = in_small_tmpfs(ns, &mnt, "1m", &script, &env_of(&env));
+    let (o, left, _) = in_small_tmpfs(ns, &mnt, "1m", &script, &env);
     one_line_enospc(&o, &["big/image.png"]);
     assert!(left.iter().all(|p| p.starts_with("small")), "{left:?}");
     assert_eq!(left.len(), 6, "{left:?}");
@@ -284,19 +288,17 @@ fn export_into_an_empty_mount_point_is_refused() {
     let f = Fixture::packed(4, 500, 73, &[]);
     let mnt = f.root.join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    let env = [
-        ("VAULT", f.vault.clone()),
-        ("ID", f.keys.identity.clone()),
-        ("SIGN_KEY", f.keys.sign_key.clone()),
-    ];
+    let env = export_env(&f);
     // --out is the mount point itself: staging next to it would put the
     // plaintext on the parent file system, and a mount point cannot be
     // replaced by a rename. A directory inside it works.
     let rid = f.record(1).record_id;
     let script = format!(
-        r#""$KAKURI" export "$VAULT" -i "$ID" --sign-key "$SIGN_KEY" --case C-1 --reason test --record-id {rid} --out "$MNT"; rc=$?; [ "$rc" = 8 ] || exit 80; exec "$KAKURI" export "$VAULT" -i "$ID" --sign-key "$SIGN_KEY" --case C-1 --reason test --record-id {rid} --out "$MNT/evidence""#
+        r#"{}; rc=$?; [ "$rc" = 8 ] || exit 80; exec {}"#,
+        export_sh(&rid, "$MNT"),
+        export_sh(&rid, "$MNT/evidence")
     );
-    let (o, left, _) = in_small_tmpfs(ns, &mnt, "1m", &script, &env_of(&env));
+    let (o, left, _) = in_small_tmpfs(ns, &mnt, "1m", &script, &env);
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     let err = stderr(&o);
     assert!(err.contains("a mount point"), "{}", show(&o));
