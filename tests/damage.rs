@@ -496,7 +496,7 @@ fn export_recovers_every_record_of_a_damaged_shard_outside_its_damaged_chunk() {
             assert!(!out.exists() || fs::read_dir(&out).unwrap().next().is_none());
         } else {
             assert_eq!(o.status.code(), Some(0), "record {ord}: {}", show(&o));
-            run_ok(kakuri().arg("receipt").arg("verify").arg(&out));
+            run_ok(&mut receipt_verify_cmd(&out));
         }
     }
 }

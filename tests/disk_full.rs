@@ -305,6 +305,6 @@ fn export_into_an_empty_mount_point_is_refused() {
     assert!(left.iter().all(|p| p.starts_with("evidence")), "{left:?}");
     assert_eq!(left.len(), 6, "{left:?}");
     // Nothing was staged on the parent file system.
-    assert!(!f.root.join(".mnt.kakuri-partial").exists());
+    assert!(!staging_of(&mnt).exists());
     assert!(std::fs::read_dir(&mnt).unwrap().next().is_none());
 }

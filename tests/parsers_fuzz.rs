@@ -157,4 +157,11 @@ fn an_audit_head_claiming_the_largest_sequence_number_fails_verification_without
     fs::write(d.path().join(kakuri::audit::HEAD_SIG), sig).unwrap();
     let check = kakuri::audit::verify(d.path(), "v", &[]).unwrap();
     assert!(!check.ok);
+    // Refused by the sequence check (the code that overflowed), not by
+    // the signature check before it.
+    let problem = check.problem.clone().unwrap_or_default();
+    assert!(
+        problem.contains(&format!("names entry {}", u64::MAX)),
+        "{check:?}"
+    );
 }

@@ -622,3 +622,18 @@ pub fn copy_dir(src: &Path, dst: &Path) {
         }
     }
 }
+
+/// `kakuri receipt verify DIR`.
+pub fn receipt_verify_cmd(dir: &Path) -> Command {
+    let mut c = kakuri();
+    c.arg("receipt").arg("verify").arg(dir);
+    c
+}
+
+/// The staging directory an export into `out` is written in.
+pub fn staging_of(out: &Path) -> PathBuf {
+    out.with_file_name(format!(
+        ".{}.kakuri-partial",
+        out.file_name().unwrap().to_string_lossy()
+    ))
+}
