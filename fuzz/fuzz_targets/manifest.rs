@@ -88,17 +88,6 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         2 => load_signed(rest),
-        _ => {
-            let mut v = VALID.as_bytes().to_vec();
-            for e in rest.chunks_exact(3) {
-                let at = u16::from_le_bytes([e[0], e[1]]) as usize % v.len().max(1);
-                if e[2] == 0 {
-                    v.truncate(at);
-                } else if let Some(b) = v.get_mut(at) {
-                    *b = e[2];
-                }
-            }
-            load_signed(&v);
-        }
+        _ => load_signed(&common::edited(VALID, rest)),
     }
 });

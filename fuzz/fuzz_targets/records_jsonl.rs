@@ -147,17 +147,6 @@ fuzz_target!(|data: &[u8]| {
         0 => records(rest),
         1 => table("table.csv", rest, field),
         2 => table("table.jsonl", rest, field),
-        _ => {
-            let mut v = VALID.as_bytes().to_vec();
-            for e in rest.chunks_exact(3) {
-                let at = u16::from_le_bytes([e[0], e[1]]) as usize % v.len().max(1);
-                if e[2] == 0 {
-                    v.truncate(at);
-                } else if let Some(b) = v.get_mut(at) {
-                    *b = e[2];
-                }
-            }
-            records(&v);
-        }
+        _ => records(&common::edited(VALID, rest)),
     }
 });

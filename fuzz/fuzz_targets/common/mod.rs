@@ -104,3 +104,19 @@ pub fn subst(s: &[u8], from: &str, to: &str) -> Vec<u8> {
     }
     out
 }
+
+/// `base` edited by `edits`, 3 bytes per edit: a little-endian u16
+/// position (modulo the current length) and a value written there; the
+/// value 0 cuts the text at that position instead.
+pub fn edited(base: &str, edits: &[u8]) -> Vec<u8> {
+    let mut v = base.as_bytes().to_vec();
+    for e in edits.chunks_exact(3) {
+        let at = u16::from_le_bytes([e[0], e[1]]) as usize % v.len().max(1);
+        if e[2] == 0 {
+            v.truncate(at);
+        } else if let Some(b) = v.get_mut(at) {
+            *b = e[2];
+        }
+    }
+    v
+}
