@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;
 use kakuri::crypt::VaultKey;
-use kakuri::custody::{self, Custodian, CustodyInfo, ParsedRecipient};
+use kakuri::custody::{self, CustodyInfo};
 use libfuzzer_sys::fuzz_target;
 
 struct Fixture {
@@ -45,20 +45,17 @@ fn fixture() -> &'static Fixture {
     F.get_or_init(|| {
         let key = VaultKey::generate();
         let ids: Vec<_> = (0..3).map(|_| age::x25519::Identity::generate()).collect();
-        let recipients = |n: usize| -> Vec<(Custodian, ParsedRecipient)> {
-            ids.iter()
+        let rd = common::fresh_dir("template-recipients");
+        let recipients = |n: usize| {
+            let text: String = ids
+                .iter()
                 .take(n)
                 .enumerate()
-                .map(|(i, id)| {
-                    (
-                        Custodian {
-                            label: format!("c{i}"),
-                            recipient: id.to_public().to_string(),
-                        },
-                        ParsedRecipient::X25519(id.to_public()),
-                    )
-                })
-                .collect()
+                .map(|(i, id)| format!("{} c{i}\n", id.to_public()))
+                .collect();
+            let path = rd.join(format!("recipients-{n}.txt"));
+            std::fs::write(&path, text).unwrap();
+            custody::parse_recipients(&path).unwrap()
         };
         let td = common::fresh_dir("template-threshold");
         std::fs::create_dir(td.join("custody")).unwrap();
@@ -73,7 +70,8 @@ fn fixture() -> &'static Fixture {
         let ad = common::fresh_dir("template-any-one");
         std::fs::create_dir(ad.join("custody")).unwrap();
         let a = custody::wrap(&ad, &key, "v", &recipients(1), 1, 1).unwrap();
-        let aplain = decrypt(&ad.join(&a.info.wraps[0]), &ids[0]);
+        // What wrap encrypts to the custodians when one of them suffices.
+        let aplain = key.to_file_text("v").as_bytes().to_vec();
         Fixture {
             key,
             ids,
