@@ -15,7 +15,7 @@
 mod common;
 
 use arbitrary::Arbitrary;
-use kakuri::{manifest, merkle, receipt};
+use kakuri::{manifest, merkle, receipt, record, vault};
 use libfuzzer_sys::fuzz_target;
 use serde_json::json;
 
@@ -73,19 +73,19 @@ fn built(b: &Built) {
     let fixed = |i: u8| b.fix & (1 << i) != 0;
     let junk = hex::encode(b.junk);
 
-    let (image_file, manifest_file, signature_file, standard) = match &b.names {
+    let (image_file, manifest_file, signature_file) = match &b.names {
         Names::Standard { ext } => (
             if *ext { "image.jpg" } else { "image" }.to_string(),
-            "manifest.json".to_string(),
-            "manifest.json.sig".to_string(),
-            true,
+            vault::MANIFEST.to_string(),
+            vault::MANIFEST_SIG.to_string(),
         ),
         Names::Fuzzed {
             image,
             manifest,
             signature,
-        } => (image.clone(), manifest.clone(), signature.clone(), false),
+        } => (image.clone(), manifest.clone(), signature.clone()),
     };
+    let standard = matches!(b.names, Names::Standard { .. });
     let others: Vec<merkle::Hash> = b.others.iter().take(40).copied().collect();
     let ordinal = match &b.wide {
         Some((o, _, _)) => *o,
@@ -93,7 +93,7 @@ fn built(b: &Built) {
     };
     let image_blake3 = blake3::hash(&b.image).to_hex().to_string();
     let meta = serde_json::to_vec(&json!({
-        "format": "kakuri-record-v1",
+        "format": record::META_FORMAT,
         "ordinal": if fixed(5) { ordinal } else { ordinal ^ 1 },
         "record_id": "r",
         "image_path": "a.jpg",
@@ -103,14 +103,14 @@ fn built(b: &Built) {
     }))
     .unwrap();
     let record_hash = if fixed(0) {
-        *blake3::hash(&meta).as_bytes()
+        record::record_hash(&meta)
     } else {
         b.junk
     };
-    let (ordinal, tree_size, proof, computed) = match &b.wide {
+    let (tree_size, proof, computed) = match &b.wide {
         Some((o, t, proof)) => {
             let r = merkle::root_from_path(*o, *t, &merkle::leaf_hash(&record_hash), proof);
-            (*o, *t, proof.clone(), r)
+            (*t, proof.clone(), r)
         }
         None => {
             let mut nodes = others;
@@ -125,7 +125,7 @@ fn built(b: &Built) {
                     root = None;
                 }
             }
-            (at as u64, nodes.len() as u64, proof, root)
+            (nodes.len() as u64, proof, root)
         }
     };
     let root = match computed {
@@ -137,8 +137,7 @@ fn built(b: &Built) {
     m["merkle"]["size"] = json!(tree_size);
     m["merkle"]["root"] = json!(hex::encode(root));
     m["index"]["entries"] = json!(tree_size);
-    m["shards"] =
-        json!([{"file": "shards/000000.tar.zst.age", "first_ordinal": 0, "records": tree_size}]);
+    m["shards"] = json!([{"file": vault::shard_path(0), "first_ordinal": 0, "records": tree_size}]);
     m["signer"] = json!(common::signer_line());
     let mbytes = serde_json::to_vec_pretty(&m).unwrap();
     let sig = if fixed(4) {
@@ -146,31 +145,39 @@ fn built(b: &Built) {
     } else {
         junk.clone()
     };
-    let rc = json!({
-        "format": "kakuri-receipt-v1",
-        "vault_id": "v",
-        "ordinal": ordinal,
-        "tree_size": tree_size,
-        "record_hash": hex::encode(record_hash),
-        "image_file": image_file,
-        "image_blake3": image_blake3,
-        "proof": proof.iter().map(hex::encode).collect::<Vec<_>>(),
-        "root": hex::encode(root),
-        "manifest_file": manifest_file,
-        "manifest_blake3": if fixed(2) { blake3::hash(&mbytes).to_hex().to_string() } else { junk.clone() },
-        "signature_file": signature_file,
-        "signer": common::signer_line(),
-        "signer_fingerprint": common::signer_fingerprint(),
-        "exported_at": "2026-01-01T00:00:00Z",
-        "case": "C-1",
-    });
+    let rc = receipt::Receipt {
+        format: receipt::RECEIPT_FORMAT.into(),
+        vault_id: "v".into(),
+        ordinal,
+        tree_size,
+        record_hash: hex::encode(record_hash),
+        image_file,
+        image_blake3,
+        proof: proof.iter().map(hex::encode).collect(),
+        root: hex::encode(root),
+        manifest_file,
+        manifest_blake3: if fixed(2) {
+            blake3::hash(&mbytes).to_hex().to_string()
+        } else {
+            junk.clone()
+        },
+        signature_file,
+        signer: common::signer_line().into(),
+        signer_fingerprint: common::signer_fingerprint(),
+        exported_at: "2026-01-01T00:00:00Z".into(),
+        case: "C-1".into(),
+    };
     let d = common::fresh_dir("receipt");
-    common::write(&d, "receipt.json", &serde_json::to_vec_pretty(&rc).unwrap());
-    common::write(&d, "meta.json", &meta);
+    common::write(
+        &d,
+        receipt::RECEIPT_FILE,
+        &serde_json::to_vec_pretty(&rc).unwrap(),
+    );
+    common::write(&d, receipt::META_FILE, &meta);
     for (name, bytes) in [
-        (&image_file, &b.image[..]),
-        (&manifest_file, &mbytes[..]),
-        (&signature_file, sig.as_bytes()),
+        (&rc.image_file, &b.image[..]),
+        (&rc.manifest_file, &mbytes[..]),
+        (&rc.signature_file, sig.as_bytes()),
     ] {
         if writable(name) {
             common::write(&d, name, bytes);
@@ -205,11 +212,11 @@ fuzz_target!(|input: Input| match input {
         sig,
     } => {
         let d = common::fresh_dir("receipt");
-        common::write(&d, "receipt.json", &receipt);
-        common::write(&d, "meta.json", &meta);
+        common::write(&d, receipt::RECEIPT_FILE, &receipt);
+        common::write(&d, receipt::META_FILE, &meta);
         common::write(&d, "image.jpg", &image);
-        common::write(&d, "manifest.json", &manifest);
-        common::write(&d, "manifest.json.sig", &sig);
+        common::write(&d, vault::MANIFEST, &manifest);
+        common::write(&d, vault::MANIFEST_SIG, &sig);
         let _ = receipt::verify_dir(&d, None);
     }
     Input::Built(b) => built(&b),
