@@ -162,13 +162,13 @@ fn built(b: &Built) {
     }))
     .unwrap();
     if b.defect != Some(Defect::HeadMissing) {
-        common::write(&d, audit::HEAD, &head);
         let ns = if b.defect == Some(Defect::HeadSignature) {
             kakuri::manifest::NAMESPACE
         } else {
             audit::NAMESPACE
         };
-        common::write(&d, audit::HEAD_SIG, common::sign(&head, ns).as_bytes());
+        // At audit::HEAD_SIG, which is HEAD + ".sig".
+        common::write_signed(&d, audit::HEAD, &head, ns);
     }
     if b.defect == Some(Defect::ExtraFile) {
         common::write(&d, "audit/notes.txt", b"x");

@@ -210,12 +210,7 @@ fn built(b: &Built) {
     } else {
         certificate::NAMESPACE
     };
-    common::write(&d, "certificate.json", &bytes);
-    common::write(
-        &d,
-        "certificate.json.sig",
-        common::sign(&bytes, ns).as_bytes(),
-    );
+    common::write_signed(&d, "certificate.json", &bytes, ns);
     let pin = b.pin_signer.then(common::signer_pub);
     let co_pin = b.pin_co_signer.then(common::signer_pub);
     let res = certificate::verify(&d.join("certificate.json"), pin, co_pin);
@@ -238,9 +233,7 @@ fuzz_target!(|input: Input| match input {
         let d = common::fresh_dir("cert");
         let cert = common::subst(&cert, "SIGNER", common::signer_line());
         let cert = common::subst(&cert, "FINGERPRINT", &common::signer_fingerprint());
-        common::write(&d, "certificate.json", &cert);
-        let sig = common::sign(&cert, certificate::NAMESPACE);
-        common::write(&d, "certificate.json.sig", sig.as_bytes());
+        common::write_signed(&d, "certificate.json", &cert, certificate::NAMESPACE);
         let pin = pin.then(common::signer_pub);
         if let Ok(c) = certificate::verify(&d.join("certificate.json"), pin, None) {
             assert!(c.ok);

@@ -16,7 +16,7 @@
 mod common;
 
 use kakuri::manifest::{self, Manifest};
-use kakuri::vault::VaultDir;
+use kakuri::vault::{self, VaultDir};
 use libfuzzer_sys::fuzz_target;
 
 fn use_parsed(m: &Manifest) {
@@ -58,9 +58,7 @@ const VALID: &str = r#"{
 fn load_signed(bytes: &[u8]) {
     let bytes = common::subst(bytes, "SIGNER", common::signer_line());
     let d = common::fresh_dir("vault");
-    common::write(&d, "manifest.json", &bytes);
-    let sig = common::sign(&bytes, manifest::NAMESPACE);
-    common::write(&d, "manifest.json.sig", sig.as_bytes());
+    common::write_signed(&d, vault::MANIFEST, &bytes, manifest::NAMESPACE);
     if let Ok(l) = manifest::load(&VaultDir::new(&d), Some(common::signer_pub())) {
         use_parsed(&l.manifest);
     }

@@ -46,6 +46,13 @@ pub fn write(dir: &Path, rel: &str, bytes: &[u8]) {
     std::fs::write(p, bytes).expect("write fuzz file");
 }
 
+/// Writes `rel` and, at `{rel}.sig`, its signature by [`signer`] in
+/// namespace `ns`.
+pub fn write_signed(dir: &Path, rel: &str, bytes: &[u8], ns: &str) {
+    write(dir, rel, bytes);
+    write(dir, &format!("{rel}.sig"), sign(bytes, ns).as_bytes());
+}
+
 /// The fixed ed25519 key fuzz inputs are signed with.
 pub fn signer() -> &'static PrivateKey {
     static KEY: OnceLock<PrivateKey> = OnceLock::new();
