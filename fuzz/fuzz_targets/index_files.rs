@@ -17,7 +17,7 @@ mod common;
 use arbitrary::Arbitrary;
 use kakuri::crypt::open_encrypted;
 use kakuri::index::{
-    IdsReader, KeysReader, RecordsReader, TreeReader, ENTRY_LEN, IDS_MAGIC, INDEX_VERSION,
+    Entry, IdsReader, KeysReader, RecordsReader, TreeReader, ENTRY_LEN, IDS_MAGIC, INDEX_VERSION,
     KEYS_MAGIC, KEY_LEN, PAGE, RECORDS_MAGIC, RECORD_SLOT, TREE_MAGIC,
 };
 use kakuri::{merkle, shard};
@@ -107,11 +107,12 @@ fuzz_target!(|input: Input| {
     let mut ordinals: Vec<u64> = input.ordinals.iter().take(4).copied().collect();
     if let Ok(mut keys) = KeysReader::open(open("keys.age"), entries) {
         // The fuzz queries, and the first keys stored in the first entry page.
-        let stored = input.keys.body.chunks_exact(ENTRY_LEN).take(4).map(|c| {
-            let mut k = [0u8; KEY_LEN];
-            k.copy_from_slice(&c[..KEY_LEN]);
-            k
-        });
+        let stored = input
+            .keys
+            .body
+            .chunks_exact(ENTRY_LEN)
+            .take(4)
+            .map(|c| Entry::decode(c).key);
         for q in input.queries.iter().take(4).copied().chain(stored) {
             if let Ok(found) = keys.find(&q) {
                 ordinals.extend(found.into_iter().take(4));
@@ -129,6 +130,8 @@ fuzz_target!(|input: Input| {
     let mut tree = TreeReader::open(open("tree.age"), records).ok();
     let mut ids = IdsReader::open(open("ids.age")).ok();
     let mut sh = open("shard.age");
+    // The shard's size as stored, as the manifest gives it to readers.
+    let shard_size = std::fs::metadata(d.join("shard.age")).unwrap().len();
     for &ord in ordinals.iter().take(12) {
         if let Some(t) = tree.as_mut() {
             if let Ok((leaf, proof)) = t.proof(ord) {
@@ -142,7 +145,7 @@ fuzz_target!(|input: Input| {
         if let Some(i) = ids.as_mut() {
             let _ = i.get(&loc);
         }
-        if let Ok(rec) = shard::read_record(&mut sh, &loc, ord, input.shard.len() as u64 + 4096) {
+        if let Ok(rec) = shard::read_record(&mut sh, &loc, ord, shard_size) {
             let _ = kakuri::record::parse_meta(&rec.meta);
         }
     }
