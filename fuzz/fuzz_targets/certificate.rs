@@ -54,11 +54,11 @@ enum Defect {
     OrderSignature,
 }
 
-fn erased(f: &FileInfo) -> Erased {
+fn erased(path: &str, size: u64, blake3: &str) -> Erased {
     Erased {
-        path: f.path.clone(),
-        size: f.size,
-        blake3: f.blake3.clone(),
+        path: path.into(),
+        size,
+        blake3: blake3.into(),
         method: "m".into(),
     }
 }
@@ -80,24 +80,20 @@ fn built(b: &Built) {
     let mut key_material: Vec<Erased> = sealed
         .iter()
         .filter(|f| f.path.starts_with("custody/"))
-        .map(erased)
+        .map(|f| erased(&f.path, f.size, &f.blake3))
         .collect();
     let mut files_destroyed: Vec<Erased> = sealed
         .iter()
         .filter(|f| !f.path.starts_with("custody/"))
-        .map(erased)
+        .map(|f| erased(&f.path, f.size, &f.blake3))
         .collect();
     for (p, size) in b.old_wraps.iter().take(4) {
+        // Sealed custody/ files are in key_material already.
         let path = format!("custody/old-{p}");
-        if sealed.iter().any(|f| f.path == path) || key_material.iter().any(|e| e.path == path) {
+        if key_material.iter().any(|e| e.path == path) {
             continue;
         }
-        key_material.push(Erased {
-            path,
-            size: *size,
-            blake3: String::new(),
-            method: "m".into(),
-        });
+        key_material.push(erased(&path, *size, ""));
     }
     let mut confirmed: Vec<String> = sealed.iter().map(|f| f.path.clone()).collect();
     let mut passed = true;
@@ -119,12 +115,9 @@ fn built(b: &Built) {
         }
         Some(Defect::NotPassed) => passed = false,
         Some(Defect::AgeFileLeft) => age_left.push("shards/x.age".to_string()),
-        Some(Defect::KeyMaterialOutsideCustody) => key_material.push(Erased {
-            path: "index/keys.age".into(),
-            size: 1,
-            blake3: String::new(),
-            method: "m".into(),
-        }),
+        Some(Defect::KeyMaterialOutsideCustody) => {
+            key_material.push(erased("index/keys.age", 1, ""))
+        }
         Some(Defect::Fingerprint) => fingerprint.push('x'),
         Some(Defect::OrderForAnotherVault | Defect::OrderSignature) if !b.co_sign => {
             effective = None
@@ -174,7 +167,7 @@ fn built(b: &Built) {
             records: 1,
             image_bytes: 1,
             doc_types: BTreeMap::new(),
-            files: sealed.clone(),
+            files: sealed,
         },
         retention: Retention {
             retain_until: "2099-01-01".into(),
