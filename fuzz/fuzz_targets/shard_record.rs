@@ -3,11 +3,15 @@
 //! exactly two entries (meta.json and the image) for the record's
 //! ordinal, and the meta.json inside.
 //!
-//! Input: mode byte, ordinal (1 byte), claimed plaintext length (2 bytes,
-//! little endian: the bound), then bytes. Mode 0: the bytes are the tar;
-//! mode 1: a zstd frame (decompressed, then parsed as in mode 0); mode 2:
-//! the bytes are a valid record tar's contents (meta, image) packed by
-//! kakuri itself, compressed, and must come back unchanged.
+//! Input: a mode byte, the ordinal (1 byte), and the bytes, which start
+//! at the fifth byte. The claimed plaintext length (the bound) is read
+//! little endian from the third to fifth bytes (the fifth, 0 if absent, is
+//! also the first of the bytes), with 0xff as its top byte when the
+//! ordinal is a multiple of 8 and 0 otherwise. Mode 0: the bytes are the
+//! tar; mode 1: a zstd frame (decompressed, then parsed as in mode 0);
+//! mode 2: the bytes, split at the claimed length into meta and image, are
+//! packed into a record tar by kakuri itself, compressed, and must come
+//! back unchanged.
 
 #![no_main]
 
