@@ -215,9 +215,16 @@ pub fn sign(bytes: &[u8], key: &PrivateKey) -> Result<String> {
 }
 
 /// Signs `bytes` in namespace `ns`; returns the armored SSHSIG.
+///
+/// The message hash is SHA-256: every lookup verifies the manifest's
+/// signature (about 100 KB at 1.7 M records), and SHA-256 runs on the
+/// CPU's SHA extensions where there are any, three to four times faster
+/// than SHA-512 here. [`verify_sig`] accepts either (the signature names
+/// its hash, and `ssh-keygen -Y verify` accepts both), so vaults signed
+/// with SHA-512 still verify.
 pub fn sign_ns(bytes: &[u8], key: &PrivateKey, ns: &str) -> Result<String> {
     let sig = key
-        .sign(ns, HashAlg::Sha512, bytes)
+        .sign(ns, HashAlg::Sha256, bytes)
         .map_err(|e| Error::internal(format!("signing failed: {e}")))?;
     sig.to_pem(LineEnding::LF)
         .map_err(|e| Error::internal(format!("signature encoding failed: {e}")))
@@ -243,6 +250,22 @@ pub fn verify_sig(
             "{what}: signature does not verify (the file was changed after signing)"
         ))
     })
+}
+
+/// Checks an armored SSHSIG over `bytes` in namespace `ns` against the
+/// public key it carries; returns that key and whether the signature
+/// verifies. The caller compares the key with the signer it expects.
+fn verify_by_own_key(
+    bytes: &[u8],
+    armored: &str,
+    ns: &str,
+    what: &str,
+) -> Result<(ssh_key::public::KeyData, bool)> {
+    let sig = SshSig::from_pem(armored)
+        .map_err(|_| Error::integrity(format!("{what}: signature file is not an SSHSIG")))?;
+    let key = PublicKey::from(sig.public_key().clone());
+    let valid = key.verify(ns, bytes, &sig).is_ok();
+    Ok((sig.public_key().clone(), valid))
 }
 
 /// A manifest read from a vault, with its signature checked.
@@ -320,7 +343,35 @@ pub fn load(v: &VaultDir, trusted: Option<&PublicKey>) -> Result<Loaded> {
     roll_forward(&v.root)?;
     let mp = v.path(vault::MANIFEST);
     let bytes = std::fs::read(&mp).map_err(|e| Error::io(&mp, "cannot read", e))?;
-    let manifest = Manifest::parse(&bytes)?;
+    let sp = v.path(vault::MANIFEST_SIG);
+    let armored = std::fs::read_to_string(&sp).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::integrity(format!(
+            "{} is missing: the manifest cannot be checked",
+            vault::MANIFEST_SIG
+        )),
+        std::io::ErrorKind::InvalidData => {
+            Error::integrity(format!("{}: not an SSHSIG", vault::MANIFEST_SIG))
+        }
+        _ => Error::io(&sp, "cannot read", e),
+    });
+    // Parsing (about 100 KB of JSON at 1.7 M records) and checking the
+    // signature (hashing the same bytes) do not depend on each other: the
+    // signature is checked on a second core against the key it carries,
+    // and that key is then compared with the manifest's signer. Problems
+    // are reported in the order a reader would check them.
+    let (parsed, checked) = std::thread::scope(|s| {
+        let checked = armored.as_ref().ok().map(|a| {
+            let bytes = &bytes;
+            s.spawn(move || verify_by_own_key(bytes, a, NAMESPACE, vault::MANIFEST))
+        });
+        let parsed = Manifest::parse(&bytes);
+        let checked = checked.map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(Error::internal("checking the manifest signature failed")))
+        });
+        (parsed, checked)
+    });
+    let manifest = parsed?;
     let signer = manifest.signer_key()?;
     if let Some(t) = trusted {
         if t.key_data() != signer.key_data() {
@@ -332,18 +383,20 @@ pub fn load(v: &VaultDir, trusted: Option<&PublicKey>) -> Result<Loaded> {
             )));
         }
     }
-    let sp = v.path(vault::MANIFEST_SIG);
-    let armored = std::fs::read_to_string(&sp).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::integrity(format!(
-            "{} is missing: the manifest cannot be checked",
-            vault::MANIFEST_SIG
-        )),
-        std::io::ErrorKind::InvalidData => {
-            Error::integrity(format!("{}: not an SSHSIG", vault::MANIFEST_SIG))
-        }
-        _ => Error::io(&sp, "cannot read", e),
-    })?;
-    verify_sig(&bytes, &armored, &signer, NAMESPACE, vault::MANIFEST)?;
+    armored?;
+    let (sig_key, valid) = checked.expect("checked when the signature was read")?;
+    if sig_key != *signer.key_data() {
+        return Err(Error::integrity(format!(
+            "{}: signed by a different key than the one it names",
+            vault::MANIFEST
+        )));
+    }
+    if !valid {
+        return Err(Error::integrity(format!(
+            "{}: signature does not verify (the file was changed after signing)",
+            vault::MANIFEST
+        )));
+    }
     Ok(Loaded {
         manifest,
         bytes,
