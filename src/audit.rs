@@ -193,10 +193,20 @@ pub fn append(vault_root: &Path, vault_id: &str, key: &PrivateKey, ev: Event<'_>
     };
     let sig = staged(HEAD_SIG, hs.as_bytes())?;
     let hd = staged(HEAD, &hb)?;
-    f.sync_all()
-        .map_err(|e| Error::io(&lp, "cannot append to audit log", e))?;
-    sig.sync()?;
-    hd.sync()?;
+    // The three syncs of step 1 do not depend on each other: issued from
+    // three threads, the disk serves them together.
+    std::thread::scope(|s| {
+        let sig_synced = s.spawn(|| sig.sync());
+        let hd_synced = s.spawn(|| hd.sync());
+        let log_synced = f
+            .sync_all()
+            .map_err(|e| Error::io(&lp, "cannot append to audit log", e));
+        let join = |h: std::thread::ScopedJoinHandle<'_, Result<()>>| {
+            h.join()
+                .unwrap_or_else(|_| Err(Error::internal("syncing the audit head failed")))
+        };
+        log_synced.and(join(sig_synced)).and(join(hd_synced))
+    })?;
     sig.rename()?;
     hd.rename()?;
     vault::fsync_dir(&dir)?;
@@ -235,11 +245,14 @@ fn check_head_matches(vault_root: &Path, next_seq: u64, last_hash: &str) -> Resu
 /// last line is longer.
 const TAIL: u64 = 16 << 10;
 
-/// Queues the reads [`append`] makes (the head and the log's tail), so
-/// that a command which records itself at the end finds them in memory.
-pub fn prefetch(vault_root: &Path) {
-    crate::crypt::prefetch_file(&vault_root.join(HEAD), None);
-    crate::crypt::prefetch_file(&vault_root.join(LOG), Some(TAIL));
+/// The reads [`append`] makes (the head and the log's tail), as (path,
+/// tail) for [`crate::crypt::prefetch_file`]: a command which records
+/// itself at the end queues them first and finds them in memory.
+pub fn prefetch_list(vault_root: &Path) -> Vec<(std::path::PathBuf, Option<u64>)> {
+    vec![
+        (vault_root.join(HEAD), None),
+        (vault_root.join(LOG), Some(TAIL)),
+    ]
 }
 
 /// The last entry and its hash, reading only the log's tail.

@@ -29,6 +29,9 @@ pub fn bytes_read() -> u64 {
 }
 
 /// The per-vault key: an age X25519 identity, and keys derived from it.
+/// Every part is wiped when dropped, clones included (a clone lets a
+/// thread open a file while the lookup goes on).
+#[derive(Clone)]
 pub struct VaultKey {
     identity: age::x25519::Identity,
     secret: Zeroizing<String>,
@@ -245,11 +248,25 @@ pub fn prefetch_file(path: &Path, tail: Option<u64>) {
     }
 }
 
+/// [`prefetch_file`] for each of `files` (path, tail), on a thread of
+/// its own that nothing waits for: opening a file whose directory entry
+/// and inode are not cached waits for the disk, and the caller has other
+/// files to open meanwhile.
+pub fn prefetch_in_background(files: Vec<(std::path::PathBuf, Option<u64>)>) {
+    std::thread::spawn(move || {
+        for (p, tail) in files {
+            prefetch_file(&p, tail);
+        }
+    });
+}
+
 /// An encrypted vault file read at a few places known ahead (one lookup):
 /// kernel readahead is turned off for it (`POSIX_FADV_RANDOM`: on this
 /// kind of disk a lookup otherwise pulls in 512 KiB around the start of
 /// each file), and the chunks it will need are queued for reading as soon
-/// as their places are known, so that they arrive together.
+/// as their places are known, so that they arrive together. A clone shares
+/// the open file and what has been queued.
+#[derive(Clone)]
 pub struct Hinted {
     file: Arc<File>,
     size: u64,
@@ -288,8 +305,8 @@ impl Hinted {
         self.willneed(0, AGE_CHUNK_CT + HEADER_ALLOWANCE);
     }
 
-    /// Queues the last chunk (read by the first seek to a chunk boundary,
-    /// which authenticates the file's length).
+    /// Queues the last chunk (the blind index and the Merkle tree keep
+    /// their top page there).
     pub fn willneed_last(&self) {
         self.willneed(self.size.saturating_sub(AGE_CHUNK_CT), self.size);
     }
@@ -318,9 +335,24 @@ impl Hinted {
     }
 }
 
+/// Seeks `r` to plaintext `offset` for a read of `len` bytes. Seeking to
+/// the first byte of a chunk, age's reader first authenticates the file's
+/// last chunk to learn the plaintext length (for a read there that returns
+/// nothing), which costs a read and a decryption of that chunk, and a
+/// second decryption when the target is the last chunk itself (the top
+/// page of the blind index and of the Merkle tree). A read of at least one
+/// byte authenticates its chunk anyway: seeking one byte into the chunk
+/// reads it once, and seeking back stays within it.
+fn seek_for_read(r: &mut SeekableReader, offset: u64, len: usize) -> io::Result<()> {
+    if len > 0 && offset.is_multiple_of(AGE_CHUNK) {
+        r.seek(SeekFrom::Start(offset + 1))?;
+    }
+    r.seek(SeekFrom::Start(offset)).map(|_| ())
+}
+
 /// Reads exactly `buf.len()` plaintext bytes at `offset`, naming `name` in errors.
 pub fn read_at(r: &mut SeekableReader, name: &str, offset: u64, buf: &mut [u8]) -> Result<()> {
-    r.seek(SeekFrom::Start(offset))
+    seek_for_read(r, offset, buf.len())
         .and_then(|_| r.read_exact(buf))
         .map_err(|e| {
             // A chunk that fails authentication (or a last chunk that is

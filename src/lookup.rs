@@ -41,19 +41,38 @@ impl Opened {
         Self::open_with(path, identity_files, trusted, |_, _| ())
     }
 
-    /// Like [`Opened::open`], for a one-off lookup: as soon as the signed
-    /// manifest is read, and before the vault key is unwrapped, the index
-    /// files are opened and the chunks every lookup reads (headers, the
-    /// top of the blind index and of the Merkle tree) are queued for
-    /// reading together with the custody wrap (see [`Prefetched`]).
+    /// Like [`Opened::open`], for a one-off lookup, where most of the time
+    /// is waiting on the disk for small reads that do not depend on each
+    /// other. Before it reads anything, threads open the index files
+    /// (queueing the chunks every lookup reads: headers, the top of the
+    /// blind index and of the Merkle tree) and queue the small files it
+    /// reads next: `key_files` (identities, the signing key), the manifest
+    /// and its signature, the audit head and the log's tail, and the shard
+    /// directory. Each open of
+    /// a file whose directory and inode are not cached waits for the disk;
+    /// from separate threads those waits overlap (see [`Prefetched`]).
     pub fn open_for_lookup(
         path: &Path,
         identity_files: &[PathBuf],
+        key_files: &[PathBuf],
         trusted: Option<&ssh_key::PublicKey>,
     ) -> Result<(Self, Prefetched)> {
+        let keys: Vec<PathBuf> = identity_files.iter().chain(key_files).cloned().collect();
+        crate::crypt::prefetch_in_background(keys.into_iter().map(|p| (p, None)).collect());
+        crate::crypt::prefetch_in_background(vec![
+            (path.join(vault::MANIFEST), None),
+            (path.join(vault::MANIFEST_SIG), None),
+        ]);
+        crate::crypt::prefetch_in_background(crate::audit::prefetch_list(path));
+        // Which shard the record is in is known only once its slot is
+        // read; reading the shard directory's blocks now leaves that open
+        // one disk read (the file's inode) instead of three.
+        let shards = path.join(vault::SHARDS_DIR);
+        std::thread::spawn(move || std::fs::read_dir(shards).map(|d| d.count()));
+        let opening = Opening::start(path);
         let mut pre = None;
         let o = Self::open_with(path, identity_files, trusted, |dir, loaded| {
-            pre = Some(Prefetched::start(dir, loaded));
+            pre = Some(opening.finish(dir, loaded));
         })?;
         Ok((o, pre.expect("set before the key is unwrapped")))
     }
@@ -166,30 +185,50 @@ pub struct Prefetched {
     tree: Result<Hinted>,
 }
 
-impl Prefetched {
-    fn start(dir: &VaultDir, loaded: &Loaded) -> Self {
+/// The index files being opened on their own threads (see
+/// [`Opened::open_for_lookup`]).
+struct Opening {
+    keys: std::thread::JoinHandle<Result<Hinted>>,
+    records: std::thread::JoinHandle<Result<Hinted>>,
+    tree: std::thread::JoinHandle<Result<Hinted>>,
+}
+
+impl Opening {
+    fn start(root: &Path) -> Self {
+        // `last`: the top page of the blind index and of the tree is in
+        // the file's last chunk.
+        let open = |rel: &'static str, last: bool| {
+            let p = root.join(rel);
+            std::thread::spawn(move || {
+                let f = Hinted::open(&p, rel)?;
+                f.willneed_head();
+                if last {
+                    f.willneed_last();
+                }
+                Ok(f)
+            })
+        };
+        Opening {
+            keys: open(vault::KEYS_FILE, true),
+            records: open(vault::RECORDS_FILE, false),
+            tree: open(vault::TREE_FILE, true),
+        }
+    }
+
+    /// Once the manifest is verified: queues the custody wrap and the tree
+    /// blocks every proof reads, and collects the opened files.
+    fn finish(self, dir: &VaultDir, loaded: &Loaded) -> Prefetched {
         let m = &loaded.manifest;
         // The wrapped vault key (or the shares) are read next.
         for w in &m.custody.wraps {
             crate::crypt::prefetch_file(&dir.path(w), None);
         }
-        let open = |rel: &str| Hinted::open(&dir.path(rel), rel);
-        let (keys, records, tree) = (
-            open(vault::KEYS_FILE),
-            open(vault::RECORDS_FILE),
-            open(vault::TREE_FILE),
-        );
-        if let Ok(k) = &keys {
-            // The top page of the blind index is its last page.
-            k.willneed_head();
-            k.willneed_last();
-        }
-        if let Ok(r) = &records {
-            r.willneed_head();
-        }
+        let join = |h: std::thread::JoinHandle<Result<Hinted>>| {
+            h.join()
+                .unwrap_or_else(|_| Err(Error::internal("opening an index file failed")))
+        };
+        let (keys, records, tree) = (join(self.keys), join(self.records), join(self.tree));
         if let Ok(t) = &tree {
-            t.willneed_head();
-            t.willneed_last();
             for (o, l) in tree_proof_ranges(m.records, None) {
                 t.willneed_plain(o, l);
             }
@@ -210,7 +249,9 @@ pub struct Lookup<'a> {
     pub opened: &'a Opened,
     keys: KeysReader,
     records: RecordsReader,
-    tree: TreeReader,
+    /// `None` only while a proof is being computed on another thread (or
+    /// after the tree file failed to open).
+    tree: Option<TreeState>,
     /// Open shards, with their size as the signed manifest lists it.
     shards: HashMap<u32, (SeekableReader, u64)>,
     ids: Option<IdsReader>,
@@ -226,13 +267,37 @@ struct Hints {
     shards: HashMap<u32, Hinted>,
 }
 
+/// The Merkle tree's reader: a one-off lookup opens it (an X25519
+/// agreement and a header chunk) on a thread of its own while the blind
+/// index is searched.
+enum TreeState {
+    Open(Box<TreeReader>),
+    /// Being opened on a thread of its own.
+    Opening(std::thread::JoinHandle<Result<TreeReader>>),
+}
+
+impl TreeState {
+    fn open(self) -> Result<Box<TreeReader>> {
+        match self {
+            TreeState::Open(t) => Ok(t),
+            TreeState::Opening(h) => h
+                .join()
+                .unwrap_or_else(|_| Err(Error::internal("opening the Merkle tree failed")))
+                .map(Box::new),
+        }
+    }
+}
+
 impl<'a> Lookup<'a> {
     pub fn new(opened: &'a Opened) -> Result<Self> {
         let m = &opened.loaded.manifest;
         Ok(Lookup {
             keys: KeysReader::open(opened.open_file(vault::KEYS_FILE)?, m.index.entries)?,
             records: RecordsReader::open(opened.open_file(vault::RECORDS_FILE)?, m.records)?,
-            tree: TreeReader::open(opened.open_file(vault::TREE_FILE)?, m.records)?,
+            tree: Some(TreeState::Open(Box::new(TreeReader::open(
+                opened.open_file(vault::TREE_FILE)?,
+                m.records,
+            )?))),
             shards: HashMap::new(),
             ids: None,
             root: m.root()?,
@@ -248,10 +313,28 @@ impl<'a> Lookup<'a> {
         let m = &opened.loaded.manifest;
         let key = &opened.key;
         let (keys, records, tree) = (p.keys?, p.records?, p.tree?);
+        // Each reader unwraps its file's key (an X25519 agreement) and
+        // reads its header chunk: the record table's and the tree's
+        // readers are opened on other threads while this one opens and
+        // searches the blind index.
+        let tree_opening = {
+            let (tree, key, count) = (tree.clone(), key.clone(), m.records);
+            std::thread::spawn(move || TreeReader::open(tree.reader(&key)?, count))
+        };
+        let (keys, records_reader) = std::thread::scope(|s| {
+            let records_reader = s.spawn(|| RecordsReader::open(records.reader(key)?, m.records));
+            let keys = keys
+                .reader(key)
+                .and_then(|r| KeysReader::open(r, m.index.entries));
+            let records_reader = records_reader
+                .join()
+                .unwrap_or_else(|_| Err(Error::internal("opening the record table failed")));
+            (keys, records_reader)
+        });
         Ok(Lookup {
-            keys: KeysReader::open(keys.reader(key)?, m.index.entries)?,
-            records: RecordsReader::open(records.reader(key)?, m.records)?,
-            tree: TreeReader::open(tree.reader(key)?, m.records)?,
+            keys: keys?,
+            records: records_reader?,
+            tree: Some(TreeState::Opening(tree_opening)),
             shards: HashMap::new(),
             ids: None,
             root: m.root()?,
@@ -315,13 +398,72 @@ impl<'a> Lookup<'a> {
         self.keys.find(k)
     }
 
-    /// Verified records matching `q`.
+    /// The tree's reader, once it is open.
+    fn tree(&mut self) -> Result<&mut TreeReader> {
+        let t = self
+            .tree
+            .take()
+            .ok_or_else(|| Error::integrity(format!("{}: cannot be read", vault::TREE_FILE)))?
+            .open()?;
+        Ok(match self.tree.insert(TreeState::Open(t)) {
+            TreeState::Open(t) => t,
+            TreeState::Opening(_) => unreachable!("just opened"),
+        })
+    }
+
+    /// Verified records matching `q`, each with its inclusion proof.
     pub fn find(&mut self, q: &Query) -> Result<Vec<Verified>> {
-        let mut out = Vec::new();
         let ords = self.candidates(q)?;
-        let locs = self.locate(&ords)?;
-        for (ord, loc) in ords.into_iter().zip(locs) {
-            let v = self.fetch_at(ord, loc, true)?;
+        if ords.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The inclusion proofs (a tile of leaf hashes per tree level,
+        // hashed up) depend on the ordinals alone: they are read and
+        // computed on a second core while this one reads the records.
+        let tree = self
+            .tree
+            .take()
+            .ok_or_else(|| Error::integrity(format!("{}: cannot be read", vault::TREE_FILE)))?;
+        let opened = self.opened;
+        let (read, proved) = std::thread::scope(|s| {
+            let prover = s.spawn(|| match tree.open() {
+                Err(e) => (None, Err(e)),
+                Ok(mut t) => {
+                    let proofs: Result<Vec<_>> = ords.iter().map(|&o| t.proof(o)).collect();
+                    (Some(TreeState::Open(t)), proofs)
+                }
+            });
+            let read = self.locate(&ords).and_then(|locs| {
+                let hints = self.hints.as_ref();
+                ords.iter()
+                    .zip(locs)
+                    .map(|(&o, loc)| {
+                        read_checked(opened, &mut self.shards, hints, o, &loc).map(|r| (o, loc, r))
+                    })
+                    .collect::<Result<Vec<_>>>()
+            });
+            let proved = prover.join().unwrap_or_else(|_| {
+                (
+                    None,
+                    Err(Error::internal("computing an inclusion proof failed")),
+                )
+            });
+            (read, proved)
+        });
+        let (tree, proofs) = proved;
+        self.tree = tree;
+        let (read, proofs) = (read?, proofs?);
+        let m = &self.opened.loaded.manifest;
+        let mut out = Vec::new();
+        for ((ord, loc, rec), (leaf, proof)) in read.into_iter().zip(proofs) {
+            check_leaf(&rec.shard, ord, &loc, &leaf)?;
+            if !merkle::verify_inclusion(ord, m.records, &loc.record_hash, &proof, &self.root) {
+                return Err(Error::integrity(format!(
+                    "{}: record {ord}: inclusion proof does not reach the signed Merkle root",
+                    rec.shard
+                )));
+            }
+            let v = rec.verified(ord, &loc, proof);
             if matches(&v, q)? {
                 out.push(v);
             }
@@ -340,7 +482,8 @@ impl<'a> Lookup<'a> {
     pub fn index_entry(&mut self, ordinal: u64) -> Result<Found> {
         let m = &self.opened.loaded.manifest;
         let loc = self.records.get(ordinal)?;
-        let leaf = self.tree.verified_leaf(ordinal, &self.root)?;
+        let root = self.root;
+        let leaf = self.tree()?.verified_leaf(ordinal, &root)?;
         if !merkle::ct_eq(&leaf, &merkle::leaf_hash(&loc.record_hash)) {
             return Err(Error::integrity(format!(
                 "{}: record {ordinal}: hash differs from the Merkle tree's leaf",
@@ -377,77 +520,95 @@ impl<'a> Lookup<'a> {
     /// `match`.
     pub fn fetch_batch(&mut self, ordinal: u64) -> Result<Verified> {
         let loc = self.records.get(ordinal)?;
-        self.fetch_at(ordinal, loc, false)
+        let hints = self.hints.as_ref();
+        let rec = read_checked(self.opened, &mut self.shards, hints, ordinal, &loc)?;
+        let root = self.root;
+        let leaf = self.tree()?.verified_leaf(ordinal, &root)?;
+        check_leaf(&rec.shard, ordinal, &loc, &leaf)?;
+        Ok(rec.verified(ordinal, &loc, Vec::new()))
     }
+}
 
-    /// Reads record `ordinal`, found at `loc` in the record table, and
-    /// proves it to the signed root (with an audit path if `full_proof`).
-    fn fetch_at(&mut self, ordinal: u64, loc: RecordLoc, full_proof: bool) -> Result<Verified> {
-        let m = &self.opened.loaded.manifest;
-        let sh = m
-            .shards
-            .get(loc.shard as usize)
-            .filter(|s| ordinal >= s.first_ordinal && ordinal < s.first_ordinal + s.records)
-            .ok_or_else(|| {
-                Error::integrity(format!(
-                    "{}: record {ordinal} points to a shard that does not hold it",
-                    vault::RECORDS_FILE
-                ))
-            })?;
-        let name = sh.file.clone();
-        if !self.shards.contains_key(&loc.shard) {
-            // Each open shard holds ~200 KiB of buffers; batch reads go
-            // shard by shard, so a few open at a time are enough.
-            if self.shards.len() >= OPEN_SHARDS {
-                self.shards.clear();
-            }
-            let r = match self.hints.as_ref().and_then(|h| h.shards.get(&loc.shard)) {
-                Some(f) => f.reader(&self.opened.key)?,
-                None => self.opened.open_file(&name)?,
-            };
-            let size = m.file(&name).map(|f| f.size).unwrap_or(0);
-            self.shards.insert(loc.shard, (r, size));
+/// Reads record `ordinal` from its shard and checks it against its
+/// slot: its metadata hashes to the slot's record hash and names this
+/// position, and its image hashes to the value in the metadata.
+fn read_checked(
+    opened: &Opened,
+    shards: &mut HashMap<u32, (SeekableReader, u64)>,
+    hints: Option<&Hints>,
+    ordinal: u64,
+    loc: &RecordLoc,
+) -> Result<CheckedRecord> {
+    let m = &opened.loaded.manifest;
+    let sh = m
+        .shards
+        .get(loc.shard as usize)
+        .filter(|s| ordinal >= s.first_ordinal && ordinal < s.first_ordinal + s.records)
+        .ok_or_else(|| {
+            Error::integrity(format!(
+                "{}: record {ordinal} points to a shard that does not hold it",
+                vault::RECORDS_FILE
+            ))
+        })?;
+    let name = sh.file.clone();
+    if !shards.contains_key(&loc.shard) {
+        // Each open shard holds ~200 KiB of buffers; batch reads go
+        // shard by shard, so a few open at a time are enough.
+        if shards.len() >= OPEN_SHARDS {
+            shards.clear();
         }
-        let (r, size) = self.shards.get_mut(&loc.shard).expect("just inserted");
-        let rec = shard::read_record(r, &loc, ordinal, *size)?;
-        let bad = |what: &str| Error::integrity(format!("{name}: record {ordinal}: {what}"));
-        if !merkle::ct_eq(&record::record_hash(&rec.meta), &loc.record_hash) {
-            return Err(bad("metadata does not match its record hash"));
-        }
-        let meta = record::parse_meta(&rec.meta)?;
-        if meta.ordinal != ordinal {
-            return Err(bad("metadata names another position"));
-        }
-        let ih = blake3::hash(&rec.image);
-        if ih.to_hex().as_str() != meta.image_blake3 || rec.image.len() as u64 != meta.image_size {
-            return Err(bad("image does not match the hash in its metadata"));
-        }
-        let proof = if full_proof {
-            let (leaf, proof) = self.tree.proof(ordinal)?;
-            if !merkle::ct_eq(&leaf, &merkle::leaf_hash(&loc.record_hash)) {
-                return Err(bad("record hash differs from the Merkle tree's leaf"));
-            }
-            if !merkle::verify_inclusion(ordinal, m.records, &loc.record_hash, &proof, &self.root) {
-                return Err(bad("inclusion proof does not reach the signed Merkle root"));
-            }
-            proof
-        } else {
-            let leaf = self.tree.verified_leaf(ordinal, &self.root)?;
-            if !merkle::ct_eq(&leaf, &merkle::leaf_hash(&loc.record_hash)) {
-                return Err(bad("record hash differs from the Merkle tree's leaf"));
-            }
-            Vec::new()
+        let r = match hints.and_then(|h| h.shards.get(&loc.shard)) {
+            Some(f) => f.reader(&opened.key)?,
+            None => opened.open_file(&name)?,
         };
-        Ok(Verified {
-            ordinal,
-            shard: name,
-            record_hash: loc.record_hash,
-            meta: rec.meta,
-            image: rec.image,
-            image_entry: rec.image_name,
-            proof,
-        })
+        let size = m.file(&name).map(|f| f.size).unwrap_or(0);
+        shards.insert(loc.shard, (r, size));
     }
+    let (r, size) = shards.get_mut(&loc.shard).expect("just inserted");
+    let rec = shard::read_record(r, loc, ordinal, *size)?;
+    let bad = |what: &str| Error::integrity(format!("{name}: record {ordinal}: {what}"));
+    if !merkle::ct_eq(&record::record_hash(&rec.meta), &loc.record_hash) {
+        return Err(bad("metadata does not match its record hash"));
+    }
+    let meta = record::parse_meta(&rec.meta)?;
+    if meta.ordinal != ordinal {
+        return Err(bad("metadata names another position"));
+    }
+    let ih = blake3::hash(&rec.image);
+    if ih.to_hex().as_str() != meta.image_blake3 || rec.image.len() as u64 != meta.image_size {
+        return Err(bad("image does not match the hash in its metadata"));
+    }
+    Ok(CheckedRecord { shard: name, rec })
+}
+
+/// A record read from its shard and checked against its slot.
+struct CheckedRecord {
+    shard: String,
+    rec: shard::RecordBytes,
+}
+
+impl CheckedRecord {
+    fn verified(self, ordinal: u64, loc: &RecordLoc, proof: Vec<Hash>) -> Verified {
+        Verified {
+            ordinal,
+            shard: self.shard,
+            record_hash: loc.record_hash,
+            meta: self.rec.meta,
+            image: self.rec.image,
+            image_entry: self.rec.image_name,
+            proof,
+        }
+    }
+}
+
+/// The tree's leaf for `ordinal` must be the leaf hash of its record hash.
+fn check_leaf(shard: &str, ordinal: u64, loc: &RecordLoc, leaf: &Hash) -> Result<()> {
+    if !merkle::ct_eq(leaf, &merkle::leaf_hash(&loc.record_hash)) {
+        return Err(Error::integrity(format!(
+            "{shard}: record {ordinal}: record hash differs from the Merkle tree's leaf"
+        )));
+    }
+    Ok(())
 }
 
 /// Rules out blind-index collisions: the verified record must carry the

@@ -4,9 +4,12 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode as ProcessExit;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use kakuri::error::{Error, ExitCode, Result};
-use kakuri::lookup::{Lookup, Opened, Prefetched, Query};
+use kakuri::lookup::{Lookup, Opened, Query};
+
+mod cli;
+use cli::{print_json, record, warn_retention, Access, Trust};
 
 #[derive(Parser)]
 #[command(
@@ -131,20 +134,7 @@ enum Cmd {
         trust: Trust,
     },
     /// Find records and print their verified metadata.
-    Lookup {
-        vault: PathBuf,
-        #[command(flatten)]
-        access: Access,
-        #[arg(long, value_name = "ID")]
-        member_id: Vec<String>,
-        #[arg(long, value_name = "NUMBER")]
-        document_number: Vec<String>,
-        #[arg(long, value_name = "ID")]
-        record_id: Vec<String>,
-        /// An image file found elsewhere: match by its content hash.
-        #[arg(long, value_name = "FILE")]
-        image: Vec<PathBuf>,
-    },
+    Lookup(cli::lookup::LookupArgs),
     /// Batch match: which of many queries (files found elsewhere, or a column of ids) are in the vault.
     Match {
         vault: PathBuf,
@@ -329,102 +319,10 @@ enum ReceiptCmd {
     },
 }
 
-#[derive(Args)]
-struct Trust {
-    /// Require the manifest to be signed by this public key (.pub or allowed_signers line).
-    #[arg(long, value_name = "PUBKEY")]
-    signer: Option<PathBuf>,
-}
-
-impl Trust {
-    fn key(&self) -> Result<Option<ssh_key::PublicKey>> {
-        self.signer
-            .as_deref()
-            .map(kakuri::keys::load_public_key)
-            .transpose()
-    }
-}
-
-#[derive(Args)]
-struct Access {
-    /// Custodian identity file(s): age-keygen or OpenSSH ed25519.
-    #[arg(short = 'i', long = "identity", value_name = "FILE", required = true)]
-    identities: Vec<PathBuf>,
-    /// Case this read belongs to.
-    #[arg(long, value_name = "ID", required = true)]
-    case: String,
-    /// Why the data is read.
-    #[arg(long, value_name = "TEXT", required = true)]
-    reason: String,
-    /// Operator's OpenSSH ed25519 key that signs the audit entry.
-    #[arg(long, value_name = "KEY", env = "KAKURI_SIGN_KEY", required = true)]
-    sign_key: PathBuf,
-    #[command(flatten)]
-    trust: Trust,
-}
-
-impl Access {
-    fn check(&self) -> Result<()> {
-        if self.case.trim().is_empty() || self.reason.trim().is_empty() {
-            return Err(Error::usage("--case and --reason must not be empty"));
-        }
-        Ok(())
-    }
-
-    fn open(&self, vault: &std::path::Path) -> Result<Opened> {
-        self.check()?;
-        Opened::open(vault, &self.identities, self.trust.key()?.as_ref())
-    }
-
-    /// [`Access::open`] for one lookup: first queues the reads of the
-    /// small files it needs (keys, manifest, audit head and tail) so the
-    /// disk serves them together, then opens the vault with its index
-    /// reads queued as well.
-    fn open_for_lookup(&self, vault: &std::path::Path) -> Result<(Opened, Prefetched)> {
-        self.check()?;
-        for p in self.identities.iter().chain([&self.sign_key]) {
-            kakuri::crypt::prefetch_file(p, None);
-        }
-        for f in [kakuri::vault::MANIFEST, kakuri::vault::MANIFEST_SIG] {
-            kakuri::crypt::prefetch_file(&vault.join(f), None);
-        }
-        kakuri::audit::prefetch(vault);
-        Opened::open_for_lookup(vault, &self.identities, self.trust.key()?.as_ref())
-    }
-}
-
-/// Appends one signed audit entry; a read that cannot be recorded is refused.
-#[allow(clippy::too_many_arguments)]
-fn record(
-    root: &std::path::Path,
-    vault_id: &str,
-    sign_key: &std::path::Path,
-    operator: &str,
-    action: &str,
-    case: Option<&str>,
-    reason: Option<&str>,
-    result: serde_json::Value,
-    queries: Vec<String>,
-) -> Result<kakuri::audit::Entry> {
-    let key = kakuri::keys::load_signing_key(sign_key)?;
-    kakuri::audit::append(
-        root,
-        vault_id,
-        &key,
-        kakuri::audit::Event {
-            action,
-            operator,
-            case,
-            reason,
-            result,
-            queries,
-        },
-    )
-    .map_err(|e| e.context("cannot record this command in the audit log; nothing is shown"))
-}
-
-fn print_json<T: serde::Serialize>(v: &T) {
-    println!("{}", serde_json::to_string_pretty(v).expect("serializable"));
+/// Opens the vault with the custodian identities an [`Access`] names.
+fn open(access: &Access, vault: &std::path::Path) -> Result<Opened> {
+    access.check()?;
+    Opened::open(vault, &access.identities, access.trust.key()?.as_ref())
 }
 
 fn jobs(j: Option<usize>) -> usize {
@@ -435,18 +333,15 @@ fn jobs(j: Option<usize>) -> usize {
     })
 }
 
-fn warn_retention(days_left: i64) {
-    if days_left < 0 {
-        eprintln!("kakuri: warning: the retention date passed {} days ago; this vault should be destroyed", -days_left);
-    }
-}
-
 fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
     let json = cli.json;
-    let operator = cli
-        .operator
-        .clone()
-        .unwrap_or_else(kakuri::audit::default_operator);
+    // Resolved when a command first needs it (a lookup resolves its own
+    // while it runs).
+    let operator = std::cell::LazyCell::new(|| {
+        cli.operator
+            .clone()
+            .unwrap_or_else(kakuri::audit::default_operator)
+    });
     match cli.cmd {
         Cmd::Keygen {
             identity,
@@ -514,7 +409,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
             o.jobs = jobs(j);
             o.zstd_level = zstd_level;
             o.threshold = threshold;
-            o.operator = operator.clone();
+            o.operator = (*operator).clone();
             o.shard_bytes = shard_bytes;
             o.shard_records = shard_records.max(1);
             o.max_record_bytes = max_record_bytes;
@@ -788,128 +683,11 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
                 ExitCode::Integrity
             })
         }
-        Cmd::Lookup {
-            vault,
-            access,
-            member_id,
-            document_number,
-            record_id,
-            image,
-        } => {
-            // Queries are numbered in command-line order.
-            let sub = matches.subcommand_matches("lookup");
-            let at = |id: &str| -> Vec<usize> {
-                sub.and_then(|m| m.indices_of(id))
-                    .map(|i| i.collect())
-                    .unwrap_or_default()
-            };
-            let mut ordered: Vec<(usize, Query)> = Vec::new();
-            ordered.extend(
-                at("member_id")
-                    .into_iter()
-                    .zip(member_id)
-                    .map(|(i, v)| (i, Query::MemberId(v))),
-            );
-            ordered.extend(
-                at("document_number")
-                    .into_iter()
-                    .zip(document_number)
-                    .map(|(i, v)| (i, Query::DocumentNumber(v))),
-            );
-            ordered.extend(
-                at("record_id")
-                    .into_iter()
-                    .zip(record_id)
-                    .map(|(i, v)| (i, Query::RecordId(v))),
-            );
-            for (i, p) in at("image").into_iter().zip(&image) {
-                ordered.push((i, Query::from_image_file(p)?));
-            }
-            ordered.sort_by_key(|(i, _)| *i);
-            let qs: Vec<Query> = ordered.into_iter().map(|(_, q)| q).collect();
-            if qs.is_empty() {
-                return Err(Error::usage("lookup needs at least one of --member-id, --document-number, --record-id, --image"));
-            }
-            let (o, pre) = access.open_for_lookup(&vault)?;
-            warn_retention(o.loaded.manifest.days_left().unwrap_or(0));
-            let mut lk = Lookup::prefetched(&o, pre)?;
-            let mut results = Vec::new();
-            let mut found = 0usize;
-            let mut counts = Vec::new();
-            for (i, q) in qs.iter().enumerate() {
-                let recs = lk.find(q)?;
-                found += recs.len();
-                counts.push(recs.len());
-                let reports = recs
-                    .iter()
-                    .map(|v| v.report())
-                    .collect::<Result<Vec<_>>>()?;
-                results.push(serde_json::json!({"query": i + 1, "field": q.field().name(), "matches": reports}));
-            }
-            let hashes = qs
-                .iter()
-                .map(|q| kakuri::audit::query_hash(&o.key, q.field(), &q.value()))
-                .collect();
-            record(
-                &o.dir.root,
-                &o.loaded.manifest.vault_id,
-                &access.sign_key,
-                &operator,
-                "lookup",
-                Some(&access.case),
-                Some(&access.reason),
-                serde_json::json!({"queries": qs.len(), "found_per_query": counts, "found": found}),
-                hashes,
-            )?;
-            let root = o.loaded.manifest.merkle.root.clone();
-            if json {
-                print_json(&serde_json::json!({
-                    "vault_id": o.loaded.manifest.vault_id,
-                    "root": root,
-                    "case": access.case,
-                    "found": found,
-                    "results": results,
-                    "io": {"bytes_read": kakuri::crypt::bytes_read()},
-                }));
-            } else {
-                for r in &results {
-                    let m = r["matches"].as_array().map(Vec::len).unwrap_or(0);
-                    println!(
-                        "query {} ({}): {}",
-                        r["query"],
-                        r["field"].as_str().unwrap_or(""),
-                        if m == 0 {
-                            "not found".to_string()
-                        } else {
-                            format!("{m} record(s), each verified against the signed root")
-                        }
-                    );
-                    for rec in r["matches"].as_array().into_iter().flatten() {
-                        println!("  record_id    {}", rec["record_id"].as_str().unwrap_or(""));
-                        println!(
-                            "  position     {} in {}",
-                            rec["ordinal"],
-                            rec["shard"].as_str().unwrap_or("")
-                        );
-                        println!(
-                            "  record hash  {}",
-                            rec["record_hash"].as_str().unwrap_or("")
-                        );
-                        println!(
-                            "  image        {} bytes, BLAKE3 {}",
-                            rec["image_size"],
-                            rec["image_blake3"].as_str().unwrap_or("")
-                        );
-                        println!("  metadata     {}", rec["source"]);
-                    }
-                }
-                println!("merkle root {root}");
-            }
-            Ok(if found > 0 {
-                ExitCode::Ok
-            } else {
-                ExitCode::NotFound
-            })
+        Cmd::Lookup(a) => {
+            let sub = matches
+                .subcommand_matches("lookup")
+                .expect("the lookup command's matches");
+            cli::lookup::run(a, sub, json, cli.operator.clone())
         }
         Cmd::Match {
             vault,
@@ -937,7 +715,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
                 },
                 (None, None) => return Err(Error::usage("match needs --dir DIR or --table FILE")),
             };
-            let o = access.open(&vault)?;
+            let o = open(&access, &vault)?;
             warn_retention(o.loaded.manifest.days_left().unwrap_or(0));
             // Hits are held until the run is recorded in the audit log.
             let mut staged = match &out {
@@ -1004,7 +782,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
             record_id,
             out,
         } => {
-            let o = access.open(&vault)?;
+            let o = open(&access, &vault)?;
             warn_retention(o.loaded.manifest.days_left().unwrap_or(0));
             let mut lk = Lookup::new(&o)?;
             let q = Query::RecordId(record_id.clone());
@@ -1167,7 +945,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
                 vault,
                 confirm: confirm.unwrap_or_default(),
                 sign_key: sign_key.ok_or_else(|| Error::usage("destroy needs --sign-key"))?,
-                operator: operator.clone(),
+                operator: (*operator).clone(),
                 early,
                 reason,
                 legal_basis,
@@ -1299,27 +1077,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
 }
 
 fn main() -> ProcessExit {
-    // Die quietly on a closed pipe (`kakuri audit VAULT | head`), as
-    // command-line tools do, instead of panicking on the next print.
-    // SAFETY: restoring the default disposition of SIGPIPE before any
-    // other thread exists.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        // A file-size limit (RLIMIT_FSIZE) then fails the write with EFBIG,
-        // reported and cleaned up like a full disk, instead of killing us.
-        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-    }
-    use clap::{CommandFactory, FromArgMatches};
-    let matches = Cli::command().get_matches();
-    let cli = match Cli::from_arg_matches(&matches) {
-        Ok(c) => c,
-        Err(e) => e.exit(),
-    };
-    match run(cli, &matches) {
-        Ok(c) => ProcessExit::from(c as u8),
-        Err(e) => {
-            eprintln!("kakuri: error: {}", e.msg);
-            ProcessExit::from(e.kind as u8)
-        }
-    }
+    cli::init_process();
+    let (cli, matches) = cli::parse::<Cli>();
+    cli::exit(run(cli, &matches))
 }

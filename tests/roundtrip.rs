@@ -413,6 +413,108 @@ fn lookup_of_unknown_values_exits_1_and_prints_not_found() {
     assert!(!out.exists());
 }
 
+/// The last entry of the vault's audit log (a line is the entry's JSON and
+/// then its signature), without what differs between two runs: its place
+/// in the chain and its time.
+fn last_audit_entry(f: &Fixture) -> Value {
+    let log = fs::read_to_string(f.vault.join("audit/log.jsonl")).unwrap();
+    let line = log.lines().last().unwrap();
+    let mut e: Value = serde_json::Deserializer::from_str(line)
+        .into_iter()
+        .next()
+        .unwrap()
+        .unwrap();
+    let o = e.as_object_mut().unwrap();
+    for k in ["seq", "time", "prev"] {
+        o.remove(k);
+    }
+    e
+}
+
+/// `kakuri-lookup` is `kakuri lookup` in a binary holding only the read
+/// path: the same output (text and JSON), exit code and audit entry for
+/// hits, misses, several queries in command-line order, and errors.
+#[test]
+fn kakuri_lookup_answers_exactly_as_kakuri_lookup_does() {
+    let f = roundtrip_set();
+    f.pack(&[]);
+    let (a, b) = (f.record(5), f.record(17));
+    let stranger = f.root.join("stranger.jpg");
+    fs::write(&stranger, noise(1000, 98)).unwrap();
+    let cases: Vec<(Vec<&str>, i32)> = vec![
+        (vec!["--record-id", &a.record_id], 0),
+        (
+            vec![
+                "--document-number",
+                &b.document_number,
+                "--member-id",
+                &a.member_id,
+            ],
+            0,
+        ),
+        (vec!["--record-id", "rec-99999999"], 1),
+        (
+            vec![
+                "--image",
+                stranger.to_str().unwrap(),
+                "--record-id",
+                &b.record_id,
+            ],
+            0,
+        ),
+        (vec!["--member-id", &b.member_id, "--json"], 0),
+        (vec!["--record-id", "missing", "--json"], 1),
+    ];
+    for (args, code) in cases {
+        let both = [
+            ("kakuri lookup", f.lookup_cmd(&args)),
+            ("kakuri-lookup", f.lookup_only_cmd(&args)),
+        ];
+        let mut seen = Vec::new();
+        for (name, mut cmd) in both {
+            let o = run_code(cmd.args(["--operator", "same-operator"]), code);
+            seen.push((name, stdout(&o), stderr(&o), last_audit_entry(&f)));
+        }
+        let (k, l) = (&seen[0], &seen[1]);
+        assert_eq!(k.1, l.1, "stdout of {} and {} for {args:?}", k.0, l.0);
+        assert_eq!(k.2, l.2, "stderr of {} and {} for {args:?}", k.0, l.0);
+        assert_eq!(k.3, l.3, "audit entry of {} and {} for {args:?}", k.0, l.0);
+        assert_eq!(l.3["action"], "lookup");
+    }
+
+    // Errors: the same message and exit code, and nothing recorded.
+    let before = fs::read(f.vault.join("audit/log.jsonl")).unwrap();
+    let stranger_key = f.root.join("stranger.key");
+    keygen_identity(&stranger_key);
+    let mut k = kakuri();
+    k.arg("lookup")
+        .arg(&f.vault)
+        .args(f.access(&stranger_key))
+        .args(["--record-id", &a.record_id]);
+    let mut l = kakuri_lookup();
+    l.arg(&f.vault)
+        .args(f.access(&stranger_key))
+        .args(["--record-id", &a.record_id]);
+    let (ko, lo) = (k.output().unwrap(), l.output().unwrap());
+    assert_ne!(ko.status.code(), Some(0), "{}", show(&ko));
+    assert_eq!(
+        ko.status.code(),
+        lo.status.code(),
+        "{}\n{}",
+        show(&ko),
+        show(&lo)
+    );
+    assert_eq!(stderr(&ko), stderr(&lo));
+    assert!(stderr(&lo).starts_with("kakuri: error: "), "{}", show(&lo));
+    let o = run_code(&mut f.lookup_only_cmd(&[]), 2);
+    assert!(
+        stderr(&o).contains("lookup needs at least one of"),
+        "{}",
+        show(&o)
+    );
+    assert_eq!(fs::read(f.vault.join("audit/log.jsonl")).unwrap(), before);
+}
+
 #[test]
 fn json_outputs_parse() {
     let f = roundtrip_set();

@@ -36,6 +36,13 @@ pub fn kakuri() -> Command {
     c
 }
 
+/// The `kakuri-lookup` binary under test (`kakuri lookup` alone), with a timeout.
+pub fn kakuri_lookup() -> Command {
+    let mut c = Command::cargo_bin("kakuri-lookup").expect("kakuri-lookup binary is built");
+    c.timeout(CMD_TIMEOUT);
+    c
+}
+
 /// Human-readable description of a finished command, for assertion messages.
 pub fn show(o: &Output) -> String {
     format!(
@@ -350,6 +357,16 @@ impl Fixture {
         let mut c = kakuri();
         c.arg("lookup")
             .arg(&self.vault)
+            .args(self.access(&self.keys.identity))
+            .args(args);
+        c
+    }
+
+    /// `kakuri-lookup VAULT <access> ARGS…`: the same lookup from the
+    /// lookup-only binary.
+    pub fn lookup_only_cmd(&self, args: &[&str]) -> Command {
+        let mut c = kakuri_lookup();
+        c.arg(&self.vault)
             .args(self.access(&self.keys.identity))
             .args(args);
         c
