@@ -13,23 +13,30 @@
 # Needs: a release build (built here), age, zstd, GNU tar, /usr/bin/time.
 # Without COLD=1 the page cache is warm for both sides: before each timed
 # pack, verify and decrypt the files it reads are read once. Prints a table: operation, kakuri, baseline, ratio, peak RSS.
-# As root it also times lookups with the page cache dropped before each
-# one (here and, for other counts, on a 10,000-record vault of the same
-# images), and /bin/true and `kakuri --version` the same way: the floor.
+# Lookups are timed for `kakuri lookup` and for `kakuri-lookup` (the same
+# lookup from a binary that holds only the read path), taking turns. As
+# root it also times them with the page cache dropped before each one
+# (here and, for other counts, on a 10,000-record vault of the same
+# images), and /bin/true and both binaries' --version the same way: the
+# floor.
 set -euo pipefail
 COUNT=${1:-100000}
 SIZE=${2:-65536}
 WORK=${3:-/var/tmp/kakuri-bench}
 LOOKUPS=${LOOKUPS:-21}
+COLD_LOOKUPS=${COLD_LOOKUPS:-21}
 COLD=${COLD:-0}
 MATCHES=${MATCHES:-100000}
 cd "$(dirname "$0")/.."
-# The release binary, wherever .cargo/config.toml's build target puts it.
-K=$(cargo build --release --quiet --message-format=json | python3 -c '
+# The release binaries, wherever .cargo/config.toml's build target puts
+# them: kakuri, and kakuri-lookup (the same lookup in a binary that holds
+# only the read path).
+BINS=$(cargo build --release --quiet --message-format=json | python3 -c '
 import json, sys
-exe = [m["executable"] for m in map(json.loads, sys.stdin)
-       if m.get("executable") and m["target"]["name"] == "kakuri"]
-print(exe[-1])')
+exe = {m["target"]["name"]: m["executable"] for m in map(json.loads, sys.stdin)
+       if m.get("executable")}
+print(exe["kakuri"], exe["kakuri-lookup"])')
+read -r K KL <<<"$BINS"
 for t in age age-keygen zstd tar /usr/bin/time; do
   command -v "$t" >/dev/null || { echo "bench: $t is required" >&2; exit 2; }
 done
@@ -80,25 +87,36 @@ CAN_DROP=0
 if sync && echo 3 > /proc/sys/vm/drop_caches 2>/dev/null; then CAN_DROP=1; fi
 p50() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 ms() { printf '%.1f' "$(echo "$1*1000" | bc -l)"; }
+# lookup BIN VAULT RECORD: one lookup process, with `kakuri lookup` (BIN
+# kakuri) or `kakuri-lookup`.
+lookup() {
+  local bin=$1; shift
+  if [ "$bin" = kakuri ]; then set -- "$K" lookup "$@"; else set -- "$KL" "$@"; fi
+  "$@" -i custodian.key --sign-key operator --case BENCH --reason benchmark >/dev/null 2>.err || { cat .err >&2; exit 1; }
+}
 # lookups VAULT RECORDS N cold|warm: p50 wall seconds of N lookup processes
-# of distinct records; "cold" drops the page cache before each one, so the
-# process reads its binary, libraries, keys and vault files from disk.
+# of distinct records, for `kakuri lookup` and for `kakuri-lookup` (printed
+# in that order), taking turns so that both meet the same machine; "cold"
+# drops the page cache before each one, so the process reads its binary,
+# keys and vault files from disk.
 lookups() {
-  local vault=$1 count=$2 n=$3 mode=$4 i rid s e
-  local -a t=()
+  local vault=$1 count=$2 n=$3 mode=$4 i rid s e bin
+  local -a tk=() tl=()
   for i in $(seq 1 "$n"); do
-    if [ "$mode" = cold ]; then
-      rid=$(printf 'rec-%08d' $(( (i * 104729 * 7) % count )))
-      sync; echo 3 > /proc/sys/vm/drop_caches
-    else
-      rid=$(printf 'rec-%08d' $(( (i * 7919 * 104729) % count )))
-    fi
-    s=$EPOCHREALTIME
-    "$K" lookup "$vault" -i custodian.key --sign-key operator --case BENCH --reason benchmark --record-id "$rid" >/dev/null 2>.err || { cat .err >&2; exit 1; }
-    e=$EPOCHREALTIME
-    t+=("$(echo "$e - $s" | bc -l)")
+    for bin in kakuri kakuri-lookup; do
+      if [ "$mode" = cold ]; then
+        rid=$(printf 'rec-%08d' $(( (i * 104729 * 7 + ${#bin}) % count )))
+        sync; echo 3 > /proc/sys/vm/drop_caches
+      else
+        rid=$(printf 'rec-%08d' $(( (i * 7919 * 104729 + ${#bin}) % count )))
+      fi
+      s=$EPOCHREALTIME
+      lookup "$bin" "$vault" --record-id "$rid"
+      e=$EPOCHREALTIME
+      if [ "$bin" = kakuri ]; then tk+=("$(echo "$e - $s" | bc -l)"); else tl+=("$(echo "$e - $s" | bc -l)"); fi
+    done
   done
-  printf '%s\n' "${t[@]}" | p50
+  echo "$(printf '%s\n' "${tk[@]}" | p50) $(printf '%s\n' "${tl[@]}" | p50)"
 }
 # cold: what a process costs before it does anything (the floor of the cold figure)
 cold_exec() {
@@ -111,26 +129,32 @@ cold_exec() {
   done
   printf '%s\n' "${t[@]}" | p50
 }
-LOOK_K=$(lookups vault "$COUNT" "$LOOKUPS" warm)
+read -r LOOK_K LOOK_L <<<"$(lookups vault "$COUNT" "$LOOKUPS" warm)"
 if [ "$CAN_DROP" = 1 ]; then
-  LOOK_K_COLD=$(ms "$(lookups vault "$COUNT" 11 cold)")
+  read -r LOOK_K_COLD LOOK_L_COLD <<<"$(lookups vault "$COUNT" "$COLD_LOOKUPS" cold)"
+  LOOK_K_COLD=$(ms "$LOOK_K_COLD"); LOOK_L_COLD=$(ms "$LOOK_L_COLD")
   TRUE_COLD=$(ms "$(cold_exec /bin/true)")
   VERSION_COLD=$(ms "$(cold_exec "$K" --version)")
+  VERSION_L_COLD=$(ms "$(cold_exec "$KL" --version)")
   # The same lookups on a 10,000-record vault of the same images: the
   # cold figure should not grow with the vault.
   if [ "$COUNT" != 10000 ]; then
     "$K" synth --count 10000 --image-size "$SIZE" --seed 7 --out input10k >/dev/null
     "$K" pack input10k --recipients recipients.txt --sign-key operator --retain-until "$RETAIN" --out vault10k >/dev/null
-    SMALL_COLD=$(ms "$(lookups vault10k 10000 11 cold)")
-    SMALL_WARM=$(ms "$(lookups vault10k 10000 "$LOOKUPS" warm)")
+    read -r SMALL_COLD SMALL_L_COLD <<<"$(lookups vault10k 10000 "$COLD_LOOKUPS" cold)"
+    SMALL_COLD=$(ms "$SMALL_COLD"); SMALL_L_COLD=$(ms "$SMALL_L_COLD")
+    read -r SMALL_WARM SMALL_L_WARM <<<"$(lookups vault10k 10000 "$LOOKUPS" warm)"
+    SMALL_WARM=$(ms "$SMALL_WARM"); SMALL_L_WARM=$(ms "$SMALL_L_WARM")
     rm -rf input10k vault10k
   fi
 else
   echo "bench: cannot drop the page cache (not root): no cold lookup figures" >&2
-  LOOK_K_COLD=n/a; TRUE_COLD=n/a; VERSION_COLD=n/a
+  LOOK_K_COLD=n/a; LOOK_L_COLD=n/a; TRUE_COLD=n/a; VERSION_COLD=n/a; VERSION_L_COLD=n/a
 fi
 run kakuri-lookup "$K" lookup vault -i custodian.key --sign-key operator --case BENCH --reason benchmark --record-id rec-00000000
 LK_RSS=$RSS
+run kakuri-lookup-only "$KL" vault -i custodian.key --sign-key operator --case BENCH --reason benchmark --record-id rec-00000001
+LL_RSS=$RSS
 run kakuri-export "$K" export vault -i custodian.key --sign-key operator --case BENCH --reason benchmark --record-id "rec-$(printf '%08d' $((COUNT / 3)))" --out export1
 EXP_K_RSS=$RSS
 rm -rf export1
@@ -186,15 +210,17 @@ kakuri benchmark: $COUNT records, $BYTES input bytes (~$SIZE B/image), $(nproc) 
 |---|---|---|---|---|---|
 | pack | ${PACK_K} s ($(mb "$PACK_K") MB/s) | ${PACK_B} s ($(mb "$PACK_B") MB/s) | $(ratio "$PACK_B" "$PACK_K")x | $((PACK_K_RSS/1024)) MiB | $((PACK_B_RSS/1024)) MiB |
 | pack --parity none (no recovery data, as the pipeline) | ${PACK_NP} s ($(mb "$PACK_NP") MB/s) | ${PACK_B} s | $(ratio "$PACK_B" "$PACK_NP")x | $((PACK_NP_RSS/1024)) MiB | |
-| one-record lookup (p50 of $LOOKUPS, whole process, warm cache) | $(printf '%.1f' "$(echo "$LOOK_K*1000" | bc -l)") ms | ${LOOK_B} s (full scan) | $(ratio "$LOOK_B" "$LOOK_K")x | $((LK_RSS/1024)) MiB | $((LOOK_B_RSS/1024)) MiB |
-| one-record lookup (p50 of 11, whole process, page cache dropped) | ${LOOK_K_COLD} ms | | | | |
+| one-record lookup, kakuri lookup (p50 of $LOOKUPS, whole process, warm cache) | $(ms "$LOOK_K") ms | ${LOOK_B} s (full scan) | $(ratio "$LOOK_B" "$LOOK_K")x | $((LK_RSS/1024)) MiB | $((LOOK_B_RSS/1024)) MiB |
+| one-record lookup, kakuri-lookup (p50 of $LOOKUPS, whole process, warm cache) | $(ms "$LOOK_L") ms | | | $((LL_RSS/1024)) MiB | |
+| one-record lookup, kakuri lookup (p50 of $COLD_LOOKUPS, whole process, page cache dropped) | ${LOOK_K_COLD} ms | | | | |
+| one-record lookup, kakuri-lookup (p50 of $COLD_LOOKUPS, whole process, page cache dropped) | ${LOOK_L_COLD} ms | | | | |
 | export one record with its receipt (whole process, warm cache) | ${EXP_K} ms | (a full scan, as lookup) | | $((EXP_K_RSS/1024)) MiB | |
 | match: $MATCHES document numbers ($MATCH_HITS hits) | ${MATCH_K} s | (no index: a full scan per batch) | | $((MATCH_K_RSS/1024)) MiB | |
 | deep verify / decrypt+decompress all shards | ${VER_K} s ($(mb "$VER_K") MB/s) | ${VER_B} s ($(mb "$VER_B") MB/s) | $(ratio "$VER_B" "$VER_K")x | $((VER_K_RSS/1024)) MiB | $((VER_B_RSS/1024)) MiB |
 
 vault size: $VAULT_BYTES bytes ($(ratio "$VAULT_BYTES" "$BYTES")x input); baseline archive: $(stat -c %s baseline.tar.zst.age) bytes
-page cache dropped, p50 of 11 processes: /bin/true ${TRUE_COLD} ms, kakuri --version ${VERSION_COLD} ms ($(stat -c %s "$K") bytes)
+page cache dropped, p50 of 11 processes: /bin/true ${TRUE_COLD} ms, kakuri --version ${VERSION_COLD} ms ($(stat -c %s "$K") bytes), kakuri-lookup --version ${VERSION_L_COLD} ms ($(stat -c %s "$KL") bytes)
 T
 if [ -n "${SMALL_COLD:-}" ]; then
-  echo "10,000-record vault, same images: lookup p50 ${SMALL_COLD} ms page cache dropped, ${SMALL_WARM} ms warm; at $COUNT records ${LOOK_K_COLD} ms dropped ($(ratio "$LOOK_K_COLD" "$SMALL_COLD")x)"
+  echo "10,000-record vault, same images, page cache dropped / warm: kakuri lookup p50 ${SMALL_COLD} / ${SMALL_WARM} ms, kakuri-lookup ${SMALL_L_COLD} / ${SMALL_L_WARM} ms; at $COUNT records ${LOOK_K_COLD} ms ($(ratio "$LOOK_K_COLD" "$SMALL_COLD")x) and ${LOOK_L_COLD} ms ($(ratio "$LOOK_L_COLD" "$SMALL_L_COLD")x)"
 fi
