@@ -46,11 +46,11 @@ impl Opened {
     /// other. Before it reads anything, threads open the index files
     /// (queueing the chunks every lookup reads: headers, the top of the
     /// blind index and of the Merkle tree) and queue the small files it
-    /// reads next: `key_files` (identities, the signing key), the manifest
-    /// and its signature, the audit head and the log's tail, and the shard
-    /// directory. Each open of
-    /// a file whose directory and inode are not cached waits for the disk;
-    /// from separate threads those waits overlap (see [`Prefetched`]).
+    /// reads next: the identities and `key_files` (the signing key), the
+    /// manifest and its signature, the audit head and the log's tail, and
+    /// the shard directory. Each open of a file whose directory and inode
+    /// are not cached waits for the disk; from separate threads those
+    /// waits overlap (see [`Prefetched`]).
     pub fn open_for_lookup(
         path: &Path,
         identity_files: &[PathBuf],
