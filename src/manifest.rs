@@ -238,23 +238,12 @@ pub fn verify_sig(
     ns: &str,
     what: &str,
 ) -> Result<()> {
-    let sig = SshSig::from_pem(armored)
-        .map_err(|_| Error::integrity(format!("{what}: signature file is not an SSHSIG")))?;
-    if sig.public_key() != signer.key_data() {
-        return Err(Error::integrity(format!(
-            "{what}: signed by a different key than the one it names"
-        )));
-    }
-    signer.verify(ns, bytes, &sig).map_err(|_| {
-        Error::integrity(format!(
-            "{what}: signature does not verify (the file was changed after signing)"
-        ))
-    })
+    judge(verify_by_own_key(bytes, armored, ns, what)?, signer, what)
 }
 
 /// Checks an armored SSHSIG over `bytes` in namespace `ns` against the
 /// public key it carries; returns that key and whether the signature
-/// verifies. The caller compares the key with the signer it expects.
+/// verifies, for [`judge`] to compare with the signer it expects.
 fn verify_by_own_key(
     bytes: &[u8],
     armored: &str,
@@ -266,6 +255,26 @@ fn verify_by_own_key(
     let key = PublicKey::from(sig.public_key().clone());
     let valid = key.verify(ns, bytes, &sig).is_ok();
     Ok((sig.public_key().clone(), valid))
+}
+
+/// The verdict on a signature checked by [`verify_by_own_key`]: made by
+/// `signer`, and valid.
+fn judge(
+    (sig_key, valid): (ssh_key::public::KeyData, bool),
+    signer: &PublicKey,
+    what: &str,
+) -> Result<()> {
+    if sig_key != *signer.key_data() {
+        return Err(Error::integrity(format!(
+            "{what}: signed by a different key than the one it names"
+        )));
+    }
+    if !valid {
+        return Err(Error::integrity(format!(
+            "{what}: signature does not verify (the file was changed after signing)"
+        )));
+    }
+    Ok(())
 }
 
 /// A manifest read from a vault, with its signature checked.
@@ -384,19 +393,8 @@ pub fn load(v: &VaultDir, trusted: Option<&PublicKey>) -> Result<Loaded> {
         }
     }
     armored?;
-    let (sig_key, valid) = checked.expect("checked when the signature was read")?;
-    if sig_key != *signer.key_data() {
-        return Err(Error::integrity(format!(
-            "{}: signed by a different key than the one it names",
-            vault::MANIFEST
-        )));
-    }
-    if !valid {
-        return Err(Error::integrity(format!(
-            "{}: signature does not verify (the file was changed after signing)",
-            vault::MANIFEST
-        )));
-    }
+    let checked = checked.expect("checked when the signature was read")?;
+    judge(checked, &signer, vault::MANIFEST)?;
     Ok(Loaded {
         manifest,
         bytes,
