@@ -398,13 +398,16 @@ impl<'a> Lookup<'a> {
         self.keys.find(k)
     }
 
+    /// The tree's reader, taken out (to be put back by the caller).
+    fn take_tree(&mut self) -> Result<TreeState> {
+        self.tree
+            .take()
+            .ok_or_else(|| Error::integrity(format!("{}: cannot be read", vault::TREE_FILE)))
+    }
+
     /// The tree's reader, once it is open.
     fn tree(&mut self) -> Result<&mut TreeReader> {
-        let t = self
-            .tree
-            .take()
-            .ok_or_else(|| Error::integrity(format!("{}: cannot be read", vault::TREE_FILE)))?
-            .open()?;
+        let t = self.take_tree()?.open()?;
         Ok(match self.tree.insert(TreeState::Open(t)) {
             TreeState::Open(t) => t,
             TreeState::Opening(_) => unreachable!("just opened"),
@@ -420,10 +423,7 @@ impl<'a> Lookup<'a> {
         // The inclusion proofs (a tile of leaf hashes per tree level,
         // hashed up) depend on the ordinals alone: they are read and
         // computed on a second core while this one reads the records.
-        let tree = self
-            .tree
-            .take()
-            .ok_or_else(|| Error::integrity(format!("{}: cannot be read", vault::TREE_FILE)))?;
+        let tree = self.take_tree()?;
         let opened = self.opened;
         let (read, proved) = std::thread::scope(|s| {
             let prover = s.spawn(|| match tree.open() {
