@@ -29,9 +29,6 @@ pub fn bytes_read() -> u64 {
 }
 
 /// The per-vault key: an age X25519 identity, and keys derived from it.
-/// Every part is wiped when dropped, clones included (a clone lets a
-/// thread open a file while the lookup goes on).
-#[derive(Clone)]
 pub struct VaultKey {
     identity: age::x25519::Identity,
     secret: Zeroizing<String>,

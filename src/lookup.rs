@@ -267,23 +267,19 @@ struct Hints {
     shards: HashMap<u32, Hinted>,
 }
 
-/// The Merkle tree's reader: a one-off lookup opens it (an X25519
-/// agreement and a header chunk) on a thread of its own while the blind
-/// index is searched.
+/// The Merkle tree's reader, opened when first used: a one-off lookup
+/// opens it (an X25519 agreement and a header chunk) on the core that
+/// computes the inclusion proof.
 enum TreeState {
     Open(Box<TreeReader>),
-    /// Being opened on a thread of its own.
-    Opening(std::thread::JoinHandle<Result<TreeReader>>),
+    Pending(Hinted),
 }
 
 impl TreeState {
-    fn open(self) -> Result<Box<TreeReader>> {
+    fn open(self, key: &VaultKey, records: u64) -> Result<Box<TreeReader>> {
         match self {
             TreeState::Open(t) => Ok(t),
-            TreeState::Opening(h) => h
-                .join()
-                .unwrap_or_else(|_| Err(Error::internal("opening the Merkle tree failed")))
-                .map(Box::new),
+            TreeState::Pending(h) => Ok(Box::new(TreeReader::open(h.reader(key)?, records)?)),
         }
     }
 }
@@ -314,13 +310,9 @@ impl<'a> Lookup<'a> {
         let key = &opened.key;
         let (keys, records, tree) = (p.keys?, p.records?, p.tree?);
         // Each reader unwraps its file's key (an X25519 agreement) and
-        // reads its header chunk: the record table's and the tree's
-        // readers are opened on other threads while this one opens and
-        // searches the blind index.
-        let tree_opening = {
-            let (tree, key, count) = (tree.clone(), key.clone(), m.records);
-            std::thread::spawn(move || TreeReader::open(tree.reader(&key)?, count))
-        };
+        // reads its header chunk: the record table's reader is opened on a
+        // second core while this one opens the blind index (the tree's,
+        // with the first proof).
         let (keys, records_reader) = std::thread::scope(|s| {
             let records_reader = s.spawn(|| RecordsReader::open(records.reader(key)?, m.records));
             let keys = keys
@@ -334,7 +326,7 @@ impl<'a> Lookup<'a> {
         Ok(Lookup {
             keys: keys?,
             records: records_reader?,
-            tree: Some(TreeState::Opening(tree_opening)),
+            tree: Some(TreeState::Pending(tree.clone())),
             shards: HashMap::new(),
             ids: None,
             root: m.root()?,
@@ -407,10 +399,11 @@ impl<'a> Lookup<'a> {
 
     /// The tree's reader, once it is open.
     fn tree(&mut self) -> Result<&mut TreeReader> {
-        let t = self.take_tree()?.open()?;
+        let records = self.opened.loaded.manifest.records;
+        let t = self.take_tree()?.open(&self.opened.key, records)?;
         Ok(match self.tree.insert(TreeState::Open(t)) {
             TreeState::Open(t) => t,
-            TreeState::Opening(_) => unreachable!("just opened"),
+            TreeState::Pending(_) => unreachable!("just opened"),
         })
     }
 
@@ -426,13 +419,15 @@ impl<'a> Lookup<'a> {
         let tree = self.take_tree()?;
         let opened = self.opened;
         let (read, proved) = std::thread::scope(|s| {
-            let prover = s.spawn(|| match tree.open() {
-                Err(e) => (None, Err(e)),
-                Ok(mut t) => {
-                    let proofs: Result<Vec<_>> = ords.iter().map(|&o| t.proof(o)).collect();
-                    (Some(TreeState::Open(t)), proofs)
-                }
-            });
+            let prover = s.spawn(
+                || match tree.open(&opened.key, opened.loaded.manifest.records) {
+                    Err(e) => (None, Err(e)),
+                    Ok(mut t) => {
+                        let proofs: Result<Vec<_>> = ords.iter().map(|&o| t.proof(o)).collect();
+                        (Some(TreeState::Open(t)), proofs)
+                    }
+                },
+            );
             let read = self.locate(&ords).and_then(|locs| {
                 let hints = self.hints.as_ref();
                 ords.iter()
