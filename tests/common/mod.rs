@@ -29,18 +29,21 @@ pub const AGE_CHUNK_CT: u64 = AGE_CHUNK + 16;
 /// hang (e.g. opening a FIFO) fails the test instead of blocking the run.
 pub const CMD_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// The `kakuri` binary under test, with a timeout.
-pub fn kakuri() -> Command {
-    let mut c = Command::cargo_bin("kakuri").expect("kakuri binary is built");
+/// A binary of the package under test, with a timeout.
+fn binary(name: &str) -> Command {
+    let mut c = Command::cargo_bin(name).unwrap_or_else(|e| panic!("{name} is built: {e}"));
     c.timeout(CMD_TIMEOUT);
     c
 }
 
+/// The `kakuri` binary under test, with a timeout.
+pub fn kakuri() -> Command {
+    binary("kakuri")
+}
+
 /// The `kakuri-lookup` binary under test (`kakuri lookup` alone), with a timeout.
 pub fn kakuri_lookup() -> Command {
-    let mut c = Command::cargo_bin("kakuri-lookup").expect("kakuri-lookup binary is built");
-    c.timeout(CMD_TIMEOUT);
-    c
+    binary("kakuri-lookup")
 }
 
 /// Human-readable description of a finished command, for assertion messages.
