@@ -28,8 +28,8 @@ COLD_LOOKUPS=${COLD_LOOKUPS:-21}
 COLD=${COLD:-0}
 MATCHES=${MATCHES:-100000}
 cd "$(dirname "$0")/.."
-# The release binaries, wherever .cargo/config.toml's build target puts
-# them: kakuri, and kakuri-lookup (the same lookup in a binary that holds
+# The release binaries, wherever cargo puts them (CARGO_TARGET_DIR,
+# --target): kakuri, and kakuri-lookup (the same lookup in a binary that holds
 # only the read path).
 BINS=$(cargo build --release --quiet --message-format=json | python3 -c '
 import json, sys
