@@ -410,6 +410,13 @@ impl<'a> Lookup<'a> {
     /// Verified records matching `q`, each with its inclusion proof.
     pub fn find(&mut self, q: &Query) -> Result<Vec<Verified>> {
         let ords = self.candidates(q)?;
+        self.fetch(q, ords)
+    }
+
+    /// The records `ords` (the candidates of `q`, from
+    /// [`Lookup::candidates`]) read, verified and proven to the signed
+    /// root; those that are not `q`'s are left out.
+    pub fn fetch(&mut self, q: &Query, ords: Vec<u64>) -> Result<Vec<Verified>> {
         if ords.is_empty() {
             return Ok(Vec::new());
         }

@@ -8,7 +8,7 @@ use std::fs;
 use std::path::Path;
 
 use common::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const RECORDS: u64 = 600;
 const PER_SHARD: u64 = 200;
@@ -354,9 +354,22 @@ fn flipped_shard_byte_deep_verify_names_bad_records_and_other_records_still_serv
         assert_eq!(matched_ids(&v, 0), vec![rid]);
     }
     // A record of the damaged chunk is refused, naming the shard.
+    let entries = || {
+        let log = json_of(&run_ok(kakuri().arg("audit").arg(&f.vault).arg("--json")));
+        log.as_array().unwrap().clone()
+    };
+    let before = entries().len();
     let o = lookup_rid(&f, &f.keys.identity, &f.record(first_hit).record_id);
     assert_eq!(o.status.code(), Some(4), "{}", show(&o));
     assert!(stderr(&o).contains(&shard_file(1)), "{}", show(&o));
+    assert!(stdout(&o).is_empty(), "{}", show(&o));
+    // The attempt is on record: the entry is written while the record is
+    // read, with the one record the blind index named.
+    let log = entries();
+    assert_eq!(log.len(), before + 1);
+    let last = log.last().unwrap();
+    assert_eq!(last["action"], "lookup", "{last}");
+    assert_eq!(last["result"]["found_per_query"], json!([1]), "{last}");
     let out = f.root.join("ex");
     let o = f
         .export_cmd(&f.record(first_hit).record_id, &out)
