@@ -257,6 +257,39 @@ pub fn prefetch_in_background(files: Vec<(std::path::PathBuf, Option<u64>)>) {
     });
 }
 
+/// Inode numbers apart at which [`prefetch_dir_inodes`] looks up another
+/// file: filesystems read inode tables in runs (ext4 32 blocks, 512
+/// inodes of 256 bytes, by default), so one lookup per 256 numbers
+/// reaches every run.
+const INODE_RUN: u64 = 256;
+
+/// Reads the directory `dir` and looks up (`stat`) one of its files per
+/// [`INODE_RUN`] inode numbers, on a thread of its own that nothing waits
+/// for. Which file a lookup opens in `shards/` is known only once its
+/// record's slot is read; with the directory's blocks and the inode
+/// tables that hold its files already read, that open waits for no disk
+/// read (here it waited 0.2–0.3 ms).
+pub fn prefetch_dir_inodes(dir: std::path::PathBuf) {
+    use std::os::unix::fs::DirEntryExt;
+    std::thread::spawn(move || {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        let mut files: Vec<(u64, std::path::PathBuf)> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| (e.ino(), e.path()))
+            .collect();
+        files.sort_unstable_by_key(|(ino, _)| *ino);
+        let mut next = 0;
+        for (ino, p) in files {
+            if ino >= next {
+                let _ = std::fs::symlink_metadata(p);
+                next = ino.saturating_add(INODE_RUN);
+            }
+        }
+    });
+}
+
 /// An encrypted vault file read at a few places known ahead (one lookup):
 /// kernel readahead is turned off for it (`POSIX_FADV_RANDOM`: on this
 /// kind of disk a lookup otherwise pulls in 512 KiB around the start of

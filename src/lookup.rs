@@ -64,11 +64,7 @@ impl Opened {
             (path.join(vault::MANIFEST_SIG), None),
         ]);
         crate::crypt::prefetch_in_background(crate::audit::prefetch_list(path));
-        // Which shard the record is in is known only once its slot is
-        // read; reading the shard directory's blocks now leaves that open
-        // one disk read (the file's inode) instead of three.
-        let shards = path.join(vault::SHARDS_DIR);
-        std::thread::spawn(move || std::fs::read_dir(shards).map(|d| d.count()));
+        crate::crypt::prefetch_dir_inodes(path.join(vault::SHARDS_DIR));
         let opening = Opening::start(path);
         let mut pre = None;
         let o = Self::open_with(path, identity_files, trusted, |dir, loaded| {
