@@ -1,7 +1,7 @@
 //! Linking. A lookup is a short-lived process, and with the page cache
 //! cold every byte of the binary, and of each shared library that no
 //! running process has mapped, is read from disk before `main` runs
-//! (about 1 ms per MB here; BENCHMARKS.md, "Cold lookup"). The binaries
+//! (about 1.5 ms per MB here; BENCHMARKS.md, "Cold lookup"). The binaries
 //! are linked dynamically against glibc: `libc.so.6` is mapped by every
 //! running process, so it is in memory, where linking glibc statically
 //! made each binary 0.9 MB larger. Rust's standard library would also
