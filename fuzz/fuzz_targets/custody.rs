@@ -226,7 +226,15 @@ fuzz_target!(|input: Input| {
             // The any-one file has no commitment of its own; the key check
             // in the manifest is what rules out a wrong key.
             let rel = info.wraps[0].clone();
-            let _ = place(&d, &rel, src, &f.ids[0], plain, &[plain.clone()], &wrap);
+            let _ = place(
+                &d,
+                &rel,
+                src,
+                &f.ids[0],
+                plain,
+                std::slice::from_ref(plain),
+                &wrap,
+            );
             let ids: Vec<Box<dyn age::Identity>> = if with {
                 vec![Box::new(f.ids[0].clone())]
             } else {

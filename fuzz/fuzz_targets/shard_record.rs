@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
     // The size the index claims: up to 2^24, or any u32 for one input in
     // eight (decompress_frame then streams, so memory follows what the
     // frame yields, not the claim).
-    let claimed = if data[1] % 8 == 0 {
+    let claimed = if data[1].is_multiple_of(8) {
         u32::from_le_bytes([data[2], data[3], data.get(4).copied().unwrap_or(0), 0xff])
     } else {
         u32::from_le_bytes([data[2], data[3], data.get(4).copied().unwrap_or(0), 0])

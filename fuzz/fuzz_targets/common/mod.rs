@@ -14,20 +14,35 @@ use std::sync::OnceLock;
 
 use ssh_key::{private::Ed25519Keypair, PrivateKey, PublicKey};
 
-/// A directory for this process's files, in RAM when /dev/shm exists.
+static SCRATCH: OnceLock<PathBuf> = OnceLock::new();
+
+/// A directory for this process's files, in RAM when /dev/shm exists. It
+/// is removed when the process exits normally (libFuzzer's `exit`, after
+/// `-runs=N` or `-max_total_time`); after a crash (`abort`) it is left for
+/// the investigation. A static is never dropped, so a `TempDir` would
+/// leave it either way.
 pub fn scratch() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
+    SCRATCH.get_or_init(|| {
         let base = Path::new("/dev/shm");
         let b = tempfile::Builder::new().prefix("kakuri-fuzz-").clone();
-        if base.is_dir() {
+        let d = if base.is_dir() {
             b.tempdir_in(base)
         } else {
             b.tempdir()
         }
         .expect("scratch directory")
+        .keep();
+        // SAFETY: registers a plain function to run at exit.
+        let rc = unsafe { libc::atexit(remove_scratch) };
+        assert_eq!(rc, 0, "atexit");
+        d
     })
-    .path()
+}
+
+extern "C" fn remove_scratch() {
+    if let Some(d) = SCRATCH.get() {
+        let _ = std::fs::remove_dir_all(d);
+    }
 }
 
 /// `scratch()/name`, emptied and created afresh.
