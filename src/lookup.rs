@@ -409,10 +409,45 @@ impl<'a> Lookup<'a> {
         self.fetch(q, ords)
     }
 
+    /// The verified records of each of `qs`, for a read that must be on
+    /// record before it is shown. `record` gets the number of records the
+    /// blind index names for each query and runs on a thread of its own
+    /// while those records are read and verified (both mostly wait on the
+    /// disk); nothing is returned unless both succeed. So what is recorded
+    /// counts the records returned, unless the lookup then fails (a named
+    /// record fails verification: nothing is returned) or a record under a
+    /// colliding 128-bit blind key turns out to be another's (counted, not
+    /// returned). A failure to record comes before a failure to read.
+    pub fn find_recorded(
+        &mut self,
+        qs: &[Query],
+        record: impl FnOnce(&[usize]) -> Result<()> + Send,
+    ) -> Result<Vec<Vec<Verified>>> {
+        let candidates = qs
+            .iter()
+            .map(|q| self.candidates(q))
+            .collect::<Result<Vec<_>>>()?;
+        let counts: Vec<usize> = candidates.iter().map(Vec::len).collect();
+        let (recorded, read) = std::thread::scope(|s| {
+            let recorded = s.spawn(|| record(&counts));
+            let read = qs
+                .iter()
+                .zip(candidates)
+                .map(|(q, c)| self.fetch(q, c))
+                .collect::<Result<Vec<_>>>();
+            let recorded = recorded
+                .join()
+                .unwrap_or_else(|_| Err(Error::internal("recording the lookup failed")));
+            (recorded, read)
+        });
+        recorded?;
+        read
+    }
+
     /// The records `ords` (the candidates of `q`, from
     /// [`Lookup::candidates`]) read, verified and proven to the signed
     /// root; those that are not `q`'s are left out.
-    pub fn fetch(&mut self, q: &Query, ords: Vec<u64>) -> Result<Vec<Verified>> {
+    fn fetch(&mut self, q: &Query, ords: Vec<u64>) -> Result<Vec<Verified>> {
         if ords.is_empty() {
             return Ok(Vec::new());
         }

@@ -89,57 +89,34 @@ pub fn run(
     let (o, pre) = a.access.open_for_lookup(&a.vault)?;
     warn_retention(o.loaded.manifest.days_left().unwrap_or(0));
     let mut lk = Lookup::prefetched(&o, pre)?;
-    // The records the blind index names for each query. The audit entry
-    // is made of these counts and written while the records are read and
-    // verified (both mostly wait on the disk); nothing is shown unless
-    // both succeed. So an entry counts the records shown, unless the
-    // lookup then ended in an error (a named record failed verification:
-    // nothing was shown) or a record under a colliding 128-bit blind key
-    // turned out to be another person's (counted, not shown).
-    let candidates = qs
-        .iter()
-        .map(|q| lk.candidates(q))
-        .collect::<Result<Vec<_>>>()?;
-    let counts: Vec<usize> = candidates.iter().map(Vec::len).collect();
-    let hashes = qs
-        .iter()
-        .map(|q| kakuri::audit::query_hash(&o.key, q.field(), &q.value()))
-        .collect();
-    let (recorded, read) = std::thread::scope(|s| {
-        let recorded = s.spawn(|| {
-            let operator = operator
-                .join()
-                .unwrap_or_else(|_| kakuri::audit::default_operator());
-            record(
-                &o.dir.root,
-                &o.loaded.manifest.vault_id,
-                &a.access.sign_key,
-                &operator,
-                "lookup",
-                Some(&a.access.case),
-                Some(&a.access.reason),
-                serde_json::json!({
-                    "queries": qs.len(),
-                    "found_per_query": counts,
-                    "found": counts.iter().sum::<usize>(),
-                }),
-                hashes,
-            )
-        });
-        let read = qs
-            .iter()
-            .zip(candidates)
-            .map(|(q, c)| lk.fetch(q, c))
-            .collect::<Result<Vec<_>>>();
-        let recorded = recorded
+    let read = lk.find_recorded(&qs, |counts| {
+        let operator = operator
             .join()
-            .unwrap_or_else(|_| Err(Error::internal("recording the lookup failed")));
-        (recorded, read)
-    });
-    recorded?;
+            .unwrap_or_else(|_| kakuri::audit::default_operator());
+        let hashes = qs
+            .iter()
+            .map(|q| kakuri::audit::query_hash(&o.key, q.field(), &q.value()))
+            .collect();
+        record(
+            &o.dir.root,
+            &o.loaded.manifest.vault_id,
+            &a.access.sign_key,
+            &operator,
+            "lookup",
+            Some(&a.access.case),
+            Some(&a.access.reason),
+            serde_json::json!({
+                "queries": qs.len(),
+                "found_per_query": counts,
+                "found": counts.iter().sum::<usize>(),
+            }),
+            hashes,
+        )
+        .map(|_| ())
+    })?;
     let mut results = Vec::new();
     let mut found = 0usize;
-    for (i, (q, recs)) in qs.iter().zip(read?).enumerate() {
+    for (i, (q, recs)) in qs.iter().zip(read).enumerate() {
         found += recs.len();
         let reports = recs
             .iter()
