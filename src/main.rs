@@ -9,6 +9,7 @@ use kakuri::error::{Error, ExitCode, Result};
 use kakuri::lookup::{Lookup, Opened, Query};
 
 mod cli;
+use cli::lookup::QueryArg;
 use cli::{print_json, record, warn_retention, Access, Trust};
 
 #[derive(Parser)]
@@ -26,6 +27,81 @@ struct Cli {
     operator: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+/// `kakuri lookup` (`kakuri-lookup` reads the same arguments with its own
+/// parser).
+#[derive(clap::Args)]
+struct LookupArgs {
+    vault: PathBuf,
+    #[command(flatten)]
+    access: Access,
+    /// Records of this member id (each query may be given several times).
+    #[arg(long, value_name = "ID")]
+    member_id: Vec<String>,
+    /// Records with this document number (spaces, hyphens, full-width
+    /// forms and case are folded).
+    #[arg(long, value_name = "NUMBER")]
+    document_number: Vec<String>,
+    /// The record with this record id.
+    #[arg(long, value_name = "ID")]
+    record_id: Vec<String>,
+    /// An image file found elsewhere: match by its content hash.
+    #[arg(long, value_name = "FILE")]
+    image: Vec<PathBuf>,
+}
+
+impl LookupArgs {
+    /// The request, with the queries in command-line order; `matches` are
+    /// the lookup's own argument matches.
+    fn request(self, matches: &clap::ArgMatches) -> cli::lookup::Request {
+        let at = |id: &str| -> Vec<usize> {
+            matches
+                .indices_of(id)
+                .map(|i| i.collect())
+                .unwrap_or_default()
+        };
+        let mut ordered: Vec<(usize, QueryArg)> = Vec::new();
+        ordered.extend(
+            at("member_id")
+                .into_iter()
+                .zip(self.member_id.into_iter().map(QueryArg::MemberId)),
+        );
+        ordered.extend(
+            at("document_number").into_iter().zip(
+                self.document_number
+                    .into_iter()
+                    .map(QueryArg::DocumentNumber),
+            ),
+        );
+        ordered.extend(
+            at("record_id")
+                .into_iter()
+                .zip(self.record_id.into_iter().map(QueryArg::RecordId)),
+        );
+        ordered.extend(
+            at("image")
+                .into_iter()
+                .zip(self.image.into_iter().map(QueryArg::Image)),
+        );
+        ordered.sort_by_key(|(i, _)| *i);
+        cli::lookup::Request {
+            vault: self.vault,
+            access: self.access,
+            queries: ordered.into_iter().map(|(_, q)| q).collect(),
+        }
+    }
+}
+
+/// Parses the command line into `C`, keeping the raw matches (a lookup
+/// numbers its queries in command-line order); a usage error exits as
+/// clap does.
+fn parse<C: clap::Parser>() -> (C, clap::ArgMatches) {
+    let matches = C::command().get_matches();
+    match C::from_arg_matches(&matches) {
+        Ok(c) => (c, matches),
+        Err(e) => e.exit(),
+    }
 }
 
 #[derive(Subcommand)]
@@ -134,7 +210,7 @@ enum Cmd {
         trust: Trust,
     },
     /// Find records and print their verified metadata.
-    Lookup(cli::lookup::LookupArgs),
+    Lookup(LookupArgs),
     /// Batch match: which of many queries (files found elsewhere, or a column of ids) are in the vault.
     Match {
         vault: PathBuf,
@@ -687,7 +763,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
             let sub = matches
                 .subcommand_matches("lookup")
                 .expect("the lookup command's matches");
-            cli::lookup::run(a, sub, json, cli.operator.clone())
+            cli::lookup::run(a.request(sub), json, cli.operator.clone())
         }
         Cmd::Match {
             vault,
@@ -1078,6 +1154,6 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
 
 fn main() -> ProcessExit {
     cli::init_process();
-    let (cli, matches) = cli::parse::<Cli>();
+    let (cli, matches) = parse::<Cli>();
     cli::exit(run(cli, &matches))
 }

@@ -515,6 +515,37 @@ fn kakuri_lookup_answers_exactly_as_kakuri_lookup_does() {
     assert_eq!(fs::read(f.vault.join("audit/log.jsonl")).unwrap(), before);
 }
 
+/// `kakuri-lookup` reads its arguments with its own parser (no `clap`, to
+/// keep the binary small): every option `kakuri lookup --help` lists is in
+/// its help with the same text, and the usage line names the same
+/// required arguments.
+#[test]
+fn kakuri_lookup_help_lists_every_option_of_kakuri_lookup() {
+    let k = stdout(&run_code(kakuri().args(["lookup", "--help"]), 0));
+    let l = stdout(&run_code(kakuri_lookup().arg("--help"), 0));
+    let options: Vec<&str> = k
+        .lines()
+        .filter(|line| line.trim_start().starts_with('-'))
+        .collect();
+    assert!(options.len() >= 12, "{k}");
+    for o in options {
+        assert!(
+            l.lines().any(|line| line == o),
+            "missing from kakuri-lookup --help: {o}\n{l}"
+        );
+    }
+    let usage = |s: &str, prog: &str| {
+        s.lines()
+            .find_map(|line| line.strip_prefix(&format!("Usage: {prog} ")))
+            .map(str::to_string)
+    };
+    assert_eq!(usage(&k, "kakuri lookup"), usage(&l, "kakuri-lookup"));
+    let v = stdout(&run_code(kakuri_lookup().arg("--version"), 0));
+    assert_eq!(v, format!("kakuri-lookup {}\n", env!("CARGO_PKG_VERSION")));
+    let o = run_code(kakuri_lookup().arg("--no-such-option"), 2);
+    assert!(stderr(&o).contains("--no-such-option"), "{}", show(&o));
+}
+
 #[test]
 fn json_outputs_parse() {
     let f = roundtrip_set();

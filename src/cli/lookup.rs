@@ -3,41 +3,30 @@
 
 use std::path::PathBuf;
 
-use clap::Args;
 use kakuri::error::{Error, ExitCode, Result};
 use kakuri::lookup::{Lookup, Query};
 
 use super::{print_json, record, warn_retention, Access};
 
-#[derive(Args)]
-pub struct LookupArgs {
-    pub vault: PathBuf,
-    #[command(flatten)]
-    pub access: Access,
-    /// Records of this member id (each query may be given several times).
-    #[arg(long, value_name = "ID")]
-    pub member_id: Vec<String>,
-    /// Records with this document number (spaces, hyphens, full-width
-    /// forms and case are folded).
-    #[arg(long, value_name = "NUMBER")]
-    pub document_number: Vec<String>,
-    /// The record with this record id.
-    #[arg(long, value_name = "ID")]
-    pub record_id: Vec<String>,
-    /// An image file found elsewhere: match by its content hash.
-    #[arg(long, value_name = "FILE")]
-    pub image: Vec<PathBuf>,
+/// One query as given on the command line.
+pub enum QueryArg {
+    MemberId(String),
+    DocumentNumber(String),
+    RecordId(String),
+    /// An image file, matched by its content hash.
+    Image(PathBuf),
 }
 
-/// Runs one lookup; `matches` are the lookup's own argument matches (they
-/// give the command-line order the queries are numbered in), `operator`
-/// the `--operator` given, if any.
-pub fn run(
-    a: LookupArgs,
-    matches: &clap::ArgMatches,
-    json: bool,
-    operator: Option<String>,
-) -> Result<ExitCode> {
+/// A lookup as parsed from the command line: queries in command-line
+/// order (they are numbered that way).
+pub struct Request {
+    pub vault: PathBuf,
+    pub access: Access,
+    pub queries: Vec<QueryArg>,
+}
+
+/// Runs one lookup; `operator` is the `--operator` given, if any.
+pub fn run(a: Request, json: bool, operator: Option<String>) -> Result<ExitCode> {
     // A lookup runs a dozen short threads, and glibc gives each thread
     // that allocates an arena of its own (a new mapping, faulted in page
     // by page): one shared arena costs them nothing.
@@ -50,37 +39,18 @@ pub fn run(
     // while the lookup runs.
     let operator =
         std::thread::spawn(move || operator.unwrap_or_else(kakuri::audit::default_operator));
-    // Queries are numbered in command-line order.
-    let at = |id: &str| -> Vec<usize> {
-        matches
-            .indices_of(id)
-            .map(|i| i.collect())
-            .unwrap_or_default()
-    };
-    let mut ordered: Vec<(usize, Query)> = Vec::new();
-    ordered.extend(
-        at("member_id")
-            .into_iter()
-            .zip(a.member_id)
-            .map(|(i, v)| (i, Query::MemberId(v))),
-    );
-    ordered.extend(
-        at("document_number")
-            .into_iter()
-            .zip(a.document_number)
-            .map(|(i, v)| (i, Query::DocumentNumber(v))),
-    );
-    ordered.extend(
-        at("record_id")
-            .into_iter()
-            .zip(a.record_id)
-            .map(|(i, v)| (i, Query::RecordId(v))),
-    );
-    for (i, p) in at("image").into_iter().zip(&a.image) {
-        ordered.push((i, Query::from_image_file(p)?));
-    }
-    ordered.sort_by_key(|(i, _)| *i);
-    let qs: Vec<Query> = ordered.into_iter().map(|(_, q)| q).collect();
+    let qs = a
+        .queries
+        .into_iter()
+        .map(|q| {
+            Ok(match q {
+                QueryArg::MemberId(v) => Query::MemberId(v),
+                QueryArg::DocumentNumber(v) => Query::DocumentNumber(v),
+                QueryArg::RecordId(v) => Query::RecordId(v),
+                QueryArg::Image(p) => Query::from_image_file(&p)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     if qs.is_empty() {
         return Err(Error::usage(
             "lookup needs at least one of --member-id, --document-number, --record-id, --image",

@@ -108,17 +108,6 @@ pub fn warn_retention(days_left: i64) {
     }
 }
 
-/// Parses the command line into `C`, keeping the raw matches (a lookup
-/// numbers its queries in command-line order); a usage error exits as
-/// clap does.
-pub fn parse<C: clap::Parser>() -> (C, clap::ArgMatches) {
-    let matches = C::command().get_matches();
-    match C::from_arg_matches(&matches) {
-        Ok(c) => (c, matches),
-        Err(e) => e.exit(),
-    }
-}
-
 /// What every command does before parsing its arguments.
 pub fn init_process() {
     // Die quietly on a closed pipe (`kakuri audit VAULT | head`), as
