@@ -71,12 +71,20 @@ struct Head {
     time: String,
 }
 
+/// The operator's name from `$USER` (or, if that is unset, `$LOGNAME`),
+/// if not empty: what [`default_operator`] tries first, without touching
+/// a file.
+pub fn operator_from_env() -> Option<String> {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
 /// The operator name: `--operator`, else the OS user.
 pub fn default_operator() -> String {
-    if let Ok(u) = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")) {
-        if !u.is_empty() {
-            return u;
-        }
+    if let Some(u) = operator_from_env() {
+        return u;
     }
     use std::os::unix::fs::MetadataExt;
     let uid = fs::metadata("/proc/self").map(|m| m.uid()).ok();

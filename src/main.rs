@@ -62,27 +62,25 @@ impl LookupArgs {
                 .unwrap_or_default()
         };
         let mut ordered: Vec<(usize, QueryArg)> = Vec::new();
-        ordered.extend(
-            at("member_id")
-                .into_iter()
-                .zip(self.member_id.into_iter().map(QueryArg::MemberId)),
+        let mut add = |id: &str, qs: Vec<QueryArg>| ordered.extend(at(id).into_iter().zip(qs));
+        add(
+            "member_id",
+            self.member_id.into_iter().map(QueryArg::MemberId).collect(),
         );
-        ordered.extend(
-            at("document_number").into_iter().zip(
-                self.document_number
-                    .into_iter()
-                    .map(QueryArg::DocumentNumber),
-            ),
-        );
-        ordered.extend(
-            at("record_id")
+        add(
+            "document_number",
+            self.document_number
                 .into_iter()
-                .zip(self.record_id.into_iter().map(QueryArg::RecordId)),
+                .map(QueryArg::DocumentNumber)
+                .collect(),
         );
-        ordered.extend(
-            at("image")
-                .into_iter()
-                .zip(self.image.into_iter().map(QueryArg::Image)),
+        add(
+            "record_id",
+            self.record_id.into_iter().map(QueryArg::RecordId).collect(),
+        );
+        add(
+            "image",
+            self.image.into_iter().map(QueryArg::Image).collect(),
         );
         ordered.sort_by_key(|(i, _)| *i);
         cli::lookup::Request {

@@ -34,11 +34,12 @@ pub fn run(a: Request, json: bool, operator: Option<String>) -> Result<ExitCode>
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
-    // The operator's name, for the audit entry: without --operator, $USER
-    // or else /etc/passwd, which may have to come from disk; looked up
-    // while the lookup runs.
-    let operator =
-        std::thread::spawn(move || operator.unwrap_or_else(kakuri::audit::default_operator));
+    // The operator's name, for the audit entry: --operator or $USER at
+    // once; else /etc/passwd, which may have to come from disk, looked up
+    // on a thread while the lookup runs.
+    let operator = operator
+        .or_else(kakuri::audit::operator_from_env)
+        .ok_or_else(|| std::thread::spawn(kakuri::audit::default_operator));
     let qs = a
         .queries
         .into_iter()
@@ -60,9 +61,11 @@ pub fn run(a: Request, json: bool, operator: Option<String>) -> Result<ExitCode>
     warn_retention(o.loaded.manifest.days_left().unwrap_or(0));
     let mut lk = Lookup::prefetched(&o, pre)?;
     let read = lk.find_recorded(&qs, |counts| {
-        let operator = operator
-            .join()
-            .unwrap_or_else(|_| kakuri::audit::default_operator());
+        let operator = operator.unwrap_or_else(|passwd| {
+            passwd
+                .join()
+                .unwrap_or_else(|_| kakuri::audit::default_operator())
+        });
         let hashes = qs
             .iter()
             .map(|q| kakuri::audit::query_hash(&o.key, q.field(), &q.value()))
