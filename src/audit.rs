@@ -349,10 +349,22 @@ pub struct AuditCheck {
 /// Checks the chain, every signature, sequence numbers and the signed head.
 /// `trusted`: if given, every entry must be signed by one of these keys.
 pub fn verify(vault_root: &Path, vault_id: &str, trusted: &[PublicKey]) -> Result<AuditCheck> {
+    use std::io::Read;
     let lp = vault_root.join(LOG);
-    let bytes = match fs::read(&lp) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+    // A shared lock on the log for the whole check: an append holds it
+    // exclusively until both head files are renamed into place, so the
+    // check never reads the log, the head and its signature from
+    // different moments of an append.
+    let mut bytes = Vec::new();
+    let _lock = match fs::File::open(&lp) {
+        Ok(mut f) => {
+            f.lock_shared()
+                .map_err(|e| Error::io(&lp, "cannot lock audit log", e))?;
+            f.read_to_end(&mut bytes)
+                .map_err(|e| Error::io(&lp, "cannot read", e))?;
+            Some(f)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(Error::io(&lp, "cannot read", e)),
     };
     let mut check = AuditCheck {
@@ -502,4 +514,43 @@ pub fn verify(vault_root: &Path, vault_id: &str, trusted: &[PublicKey]) -> Resul
         ),
     }
     Ok(check)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_check_waits_for_an_append_in_progress() {
+        let d = tempfile::tempdir().unwrap();
+        let key = PrivateKey::random(&mut rand_core::OsRng, ssh_key::Algorithm::Ed25519).unwrap();
+        let event = Event {
+            action: "pack",
+            operator: "t",
+            case: None,
+            reason: None,
+            result: serde_json::json!({}),
+            queries: Vec::new(),
+        };
+        append(d.path(), "v", &key, event).unwrap();
+        // An append holds this lock from before it reads the log's end
+        // until its head files are in place.
+        let held = fs::File::open(d.path().join(LOG)).unwrap();
+        held.lock().unwrap();
+        let root = d.path().to_path_buf();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let check = std::thread::spawn(move || {
+            let c = verify(&root, "v", &[]);
+            tx.send(()).unwrap();
+            c
+        });
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(300))
+                .is_err(),
+            "the check read the log while an append held it"
+        );
+        drop(held);
+        let c = check.join().unwrap().unwrap();
+        assert!(c.ok, "{c:?}");
+    }
 }
