@@ -7,7 +7,7 @@
 #   COLD=1 bench/run.sh 1711756 4096 /var/tmp/kakuri-bench-full # the real record count
 #
 # COLD=1 drops the page cache (needs root) before every timed step, so both
-# sides read from disk (the cold lookups and their floor wait 50 ms after
+# sides read from disk (every timed step starts 50 ms after
 # the drop; see cold_start): use it when input + vault + baseline archive do not
 # fit in RAM, or the order of the runs decides who gets a warm cache.
 #
@@ -44,7 +44,17 @@ done
 rm -rf "$WORK"; mkdir -p "$WORK"; cd "$WORK"
 umask 077
 
-drop() { if [ "$COLD" = 1 ]; then sync; echo 3 > /proc/sys/vm/drop_caches; fi; }
+# cold_start: drop the page cache, then wait 50 ms before the timed
+# process starts. Right after the drop, the machine's other processes
+# fault their own pages back in and compete for the disk and both cores:
+# /bin/true measured 4.24 ms p50 straight after the drop and 2.31 ms 50 ms
+# later (41 each, taking turns). The floor below is measured the same way.
+# `cold_start 1` drops the page cache only and keeps the kernel's cached
+# directory entries and inodes (echo 1 instead of 3): the file-system
+# metadata a lookup needs is then in memory, as on a server where the
+# vault's data has been evicted but its few files' inodes have not.
+cold_start() { sync; echo "${1:-3}" > /proc/sys/vm/drop_caches; sleep 0.05; }
+drop() { if [ "$COLD" = 1 ]; then cold_start; fi; }
 # warm PATH...: without COLD=1, read what the next timed step reads, so
 # that "warm" means warm for both sides (input, vault and baseline archive
 # together can exceed the page cache, and then whichever side ran second
@@ -87,16 +97,6 @@ rm -rf vault-np
 CAN_DROP=0
 if sync && echo 3 > /proc/sys/vm/drop_caches 2>/dev/null; then CAN_DROP=1; fi
 p50() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-# cold_start: drop the page cache, then wait 50 ms before the timed
-# process starts. Right after the drop, the machine's other processes
-# fault their own pages back in and compete for the disk and both cores:
-# /bin/true measured 4.24 ms p50 straight after the drop and 2.31 ms 50 ms
-# later (41 each, taking turns). The floor below is measured the same way.
-# `cold_start 1` drops the page cache only and keeps the kernel's cached
-# directory entries and inodes (echo 1 instead of 3): the file-system
-# metadata a lookup needs is then in memory, as on a server where the
-# vault's data has been evicted but its few files' inodes have not.
-cold_start() { sync; echo "${1:-3}" > /proc/sys/vm/drop_caches; sleep 0.05; }
 # Lookups write their stderr to .err through descriptor 9, opened here
 # once: a `2>.err` on each command would open and truncate that file
 # inside the timed interval (with the page cache dropped, a directory and

@@ -16,13 +16,19 @@ mod cli;
 use cli::lookup::{QueryArg, Request};
 use cli::{Access, Trust};
 
-const USAGE: &str = "Usage: kakuri-lookup [OPTIONS] --identity <FILE> --case <ID> --reason <TEXT> --sign-key <KEY> <VAULT>";
+/// The usage line, in the help and in usage errors.
+macro_rules! usage {
+    () => {
+        "Usage: kakuri-lookup [OPTIONS] --identity <FILE> --case <ID> --reason <TEXT> --sign-key <KEY> <VAULT>"
+    };
+}
 
-const HELP: &str = "\
-Find records in a kakuri vault and print their verified metadata (kakuri lookup).
+const USAGE: &str = usage!();
 
-Usage: kakuri-lookup [OPTIONS] --identity <FILE> --case <ID> --reason <TEXT> --sign-key <KEY> <VAULT>
-
+const HELP: &str = concat!(
+    "Find records in a kakuri vault and print their verified metadata (kakuri lookup).\n\n",
+    usage!(),
+    "\n\n\
 Arguments:
   <VAULT>  
 
@@ -40,7 +46,8 @@ Options:
       --image <FILE>              An image file found elsewhere: match by its content hash
   -h, --help                      Print help
   -V, --version                   Print version
-";
+"
+);
 
 /// A parsed command line.
 enum Parsed {
